@@ -1,0 +1,157 @@
+"Notebook widgets driven without a browser: set values, click buttons, feed training history."
+import re, shlex, subprocess, sys, time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import ae_nb
+from ae_nb.config import AEConfig, ConfigError, apply_config_overrides, load_config, schema_keys, validate_configuration
+from ae_nb.data import ArrayDataset, synthetic_images
+from ae_nb.model import tiny_autoencoder
+from ae_nb.widgets import ConfigEditor, ReconstructionExplorer, TrainingMonitor, field_kind, reconstruct
+
+LEAF_KEYS = [k for k in schema_keys() if not any(o.startswith(k + '.') for o in schema_keys())]
+
+
+def test_import_needs_no_ipywidgets_and_no_other_module_imports_it():
+    out = subprocess.run([sys.executable, '-c', "import sys, ae_nb.widgets, ae_nb.cli; print('ipywidgets' in sys.modules)"],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == 'False'
+    package = Path(ae_nb.__file__).parent
+    imports = re.compile(r'^\s*(import|from)\s+ipywidgets', re.MULTILINE)
+    others = [p.name for p in package.glob('*.py') if p.name != 'widgets.py' and imports.search(p.read_text())]
+    assert others == []
+
+
+def test_editor_has_one_input_per_schema_field_of_the_right_kind():
+    editor = ConfigEditor()
+    assert list(editor.fields) == LEAF_KEYS
+    kinds = {type(editor.fields[k]).__name__ for k in ('data.source', 'logging.level')}
+    assert kinds == {'Dropdown'}
+    assert type(editor.fields['experiment.deterministic']).__name__ == 'Checkbox'
+    assert type(editor.fields['data.batch_size']).__name__ == 'IntText'
+    assert type(editor.fields['training.gamma']).__name__ == 'FloatText'
+    assert editor.fields['training.grad_clip'].value == ''
+    assert editor.fields['logging.wandb.tags'].value == '[]'
+    assert 'Peak learning rate' in editor.fields['training.learning_rate'].tooltip
+    assert editor.valid and editor.config == AEConfig()
+
+
+def test_editor_changes_update_the_config_and_errors_show_beside_fields():
+    editor = ConfigEditor({'data': {'source': 'synthetic'}})
+    assert editor.config.data.source == 'synthetic'
+    editor.fields['data.synthetic.height'].value = 16
+    editor.fields['training.grad_clip'].value = '1.5'
+    editor.fields['resources.threads'].value = '2'
+    assert (editor.config.data.synthetic.height, editor.config.training.grad_clip, editor.config.resources.threads) == (16, 1.5, 2)
+
+    editor.fields['data.batch_size'].value = 0
+    assert not editor.valid and editor.save_button.disabled and editor.train_button.disabled
+    assert 'greater than or equal to 1' in editor.error_labels['data.batch_size'].value
+    assert editor.config.data.batch_size == 64                       # last valid config is kept
+    assert any(p.startswith('data.batch_size:') for p in editor.problems)
+    assert '1 problem' in editor.status.value
+
+    editor.fields['resources.device'].value = 'gpu'                  # a second problem, reported too
+    assert len(editor.problems) == 2 and 'expected auto, cpu' in editor.error_labels['resources.device'].value
+    editor.fields['data.batch_size'].value = 32
+    editor.fields['resources.device'].value = 'cpu'
+    assert editor.valid and editor.config.data.batch_size == 32
+    assert all(label.value == '' for label in editor.error_labels.values())
+
+    editor.fields['data.filters.value_range'].value = '[0, 1, 2]'    # list too long
+    assert 'at most 2' in editor.error_labels['data.filters.value_range'].value
+    editor.fields['data.filters.value_range'].value = '{bad'
+    assert 'not valid YAML' in editor.error_labels['data.filters.value_range'].value
+    editor.fields['data.filters.value_range'].value = ''
+    assert editor.valid and editor.config.data.filters.value_range is None
+
+
+def test_editor_buttons(tmp_path):
+    calls = []
+    editor = ConfigEditor(on_train=lambda cfg: calls.append(cfg) or 'done', path=tmp_path/'a'/'run.yaml')
+    editor.fields['training.epochs'].value = 2
+    editor.fields['model.strides'].value = '[[1, 2], 2]'
+    editor.fields['experiment.name'].value = 'my run'                # invalid: buttons do nothing
+    for button in (editor.save_button, editor.train_button): button.click()
+    assert calls == [] and not (tmp_path/'a'/'run.yaml').exists()
+    editor.fields['experiment.name'].value = 'my-run'
+
+    editor.save_button.click()
+    assert validate_configuration(load_config(tmp_path/'a'/'run.yaml')) == editor.config
+
+    editor.overrides_button.click()
+    command = editor.command.value
+    assert command == "ae_train --override experiment.name=my-run --override 'model.strides=[[1, 2], 2]' --override training.epochs=2"
+    overrides = shlex.split(command)[2::2]
+    assert validate_configuration(apply_config_overrides({}, overrides)) == editor.config
+
+    editor.train_button.click()
+    assert calls == [editor.config] and editor.result == 'done'
+
+
+def test_editor_from_file_and_bad_start(tmp_path):
+    path = tmp_path/'c.yaml'
+    path.write_text("training:\n  epochs: 7\n")
+    editor = ConfigEditor(path)
+    assert editor.config.training.epochs == 7 and editor.fields['training.epochs'].value == 7
+    assert ConfigEditor().train() is None                              # no callback: a message, no error
+    with pytest.raises(ConfigError, match='training.epochs'): ConfigEditor({'training': {'epochs': 'ten'}})
+
+
+def test_field_kinds_cover_the_schema():
+    editor = ConfigEditor()
+    assert {field_kind(editor._field(k).annotation) for k in LEAF_KEYS} == {
+        'choice', 'bool', 'int', 'float', 'str', 'optional_str', 'yaml'}
+
+
+HISTORY = {'epoch': [1, 2, 3], 'train_loss': [0.5, 0.3, 0.2], 'val_loss': [0.6, 0.4, 0.35], 'lr': [1e-3, 8e-4, 5e-4], 'time': [0.1, 0.2, 0.3]}
+
+
+def test_monitor_spends_a_bounded_share_of_time_drawing():
+    monitor = TrainingMonitor(min_interval=0, max_overhead=0.05)
+    x = torch.rand(16, 1, 16, 16, requires_grad=True)
+    start = time.perf_counter()
+    while time.perf_counter() - start < 1.5: monitor.update(HISTORY, x, x * 2)
+    elapsed = time.perf_counter() - start
+    assert monitor.n_renders >= 1 and monitor.n_updates > 10 * monitor.n_renders
+    assert monitor.render_seconds <= 0.05 * elapsed + monitor.last_render_seconds + 0.01
+    assert monitor.curves.value[:4] == b'\x89PNG' and monitor.images.value[:4] == b'\x89PNG'
+    assert 'epoch <b>3</b>' in monitor.status.value and 'best val <b>0.35</b>' in monitor.status.value
+
+
+def test_monitor_without_validation_or_images():
+    monitor = TrainingMonitor()
+    assert monitor.update({'epoch': [], 'train_loss': []}) is True      # nothing to draw yet, no error
+    assert monitor.curves.value == b''
+    monitor.update({'epoch': [1], 'train_loss': [0.5], 'val_loss': [None], 'lr': [0.1]}, force=True)
+    assert 'val' not in monitor.status.value and monitor.curves.value[:4] == b'\x89PNG'
+    assert monitor.images.value == b''
+
+
+def test_explorer_on_a_dataset():
+    x = synthetic_images(40, height=16, width=16, seed=1)
+    x[7] = 1 - x[7] ** 0.2                                               # an odd sample
+    model = tiny_autoencoder((1, 16, 16), embedding_dim=3)
+    dataset = ArrayDataset(x, labels=np.arange(40) % 3)
+    explorer = ReconstructionExplorer(model, dataset, batch_size=16)
+    assert explorer.outputs.shape == x.shape and explorer.latents.shape == (40, 3) and explorer.projection.shape == (40, 2)
+    ref = reconstruct(model, torch.from_numpy(x))
+    np.testing.assert_allclose(explorer.errors, ref['errors'], rtol=1e-5)
+    explorer.slider.value = 12
+    assert explorer.index == 12 and 'sample <b>12</b> &middot; label <b>0</b>' in explorer.info.value
+    explorer.sort_by_error.value = True
+    assert explorer.slider.value == 0 and explorer.index == int(np.argmax(explorer.errors))
+    assert np.all(np.diff(explorer.errors[explorer.order]) <= 0)
+    assert explorer.sample_image.value[:4] == b'\x89PNG' and explorer.latent_image.value[:4] == b'\x89PNG'
+
+
+def test_explorer_reads_memory_maps_and_names_bad_input(tmp_path):
+    np.save(tmp_path/'x.npy', synthetic_images(10, height=8, width=8))
+    x = np.load(tmp_path/'x.npy', mmap_mode='r', allow_pickle=False)
+    explorer = ReconstructionExplorer(tiny_autoencoder((1, 8, 8)), x)
+    assert len(explorer.errors) == 10 and explorer.labels is None
+    with pytest.raises(ValueError, match=r'x must be samples \(N, C, H, W\)'): ReconstructionExplorer(tiny_autoencoder((1, 8, 8)), x[0])
+    with pytest.raises(ValueError, match='x has no samples'): ReconstructionExplorer(tiny_autoencoder((1, 8, 8)), x[:0])
