@@ -303,3 +303,23 @@ def test_batches_resume_exactly_and_shard_by_rank(tmp_path):
     orders = [s.order(2) for s in shards]
     assert set(np.concatenate(orders).tolist()) == set(range(103))
     assert len(set(orders[0]) & set(orders[1])) <= 1   # disjoint apart from the padding that evens the shards
+
+
+def test_zero_test_ratio_gives_an_empty_test_split(tmp_path):
+    cfg = validate_configuration({'data': {'source': 'synthetic', 'cache_dir': str(tmp_path), 'split': {'train': 0.9, 'val': 0.1, 'test': 0.0},
+                                           'synthetic': {'n_samples': 20, 'height': 8, 'width': 8}}})
+    for expected in ('rebuilt', 'hit'):
+        splits = load_or_create_datasets(cfg, log=quiet)
+        assert splits.stats['cache'] == expected
+        assert len(splits.test) == 0 and splits.test.sample_shape == (1, 8, 8) and len(splits.train) == 18
+    train, val, test = make_loaders(splits, cfg)
+    assert len(test) == 0 and list(test) == []
+    print_inputdata_stats(splits, log=quiet)
+
+
+def test_broad_glob_never_reads_the_cache_back(tmp_path):
+    np.save(tmp_path/'a.npy', synthetic_images(4, 1, 8, 8))
+    cfg = validate_configuration({'data': {'source': 'folder', 'raw_glob': str(tmp_path/'**'), 'cache_dir': str(tmp_path/'cache')}})
+    first = load_or_create_datasets(cfg, log=quiet)
+    second = load_or_create_datasets(cfg, log=quiet)
+    assert first.stats['files'] == second.stats['files'] == 1 and second.stats['cache'] == 'hit'
