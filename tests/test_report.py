@@ -1,0 +1,91 @@
+"The report from a checkpoint alone, in a clean folder; bad checkpoints give clear errors."
+import json, shutil
+
+import numpy as np
+import pytest
+import torch
+
+from ae_nb.config import validate_configuration
+from ae_nb.data import create_filtered_split_datasets, denormalize, load_or_create_datasets, make_loaders
+from ae_nb.model import model_from_config
+from ae_nb.report import encode_array, generate_full_report, load_model, report_from_checkpoint
+from ae_nb.trainer import CheckpointError, TrainerAE
+
+
+def tiny_config(results_dir, **data):
+    return validate_configuration({
+        'experiment': {'results_dir': str(results_dir), 'name': 'tiny', 'seed': 3},
+        'data': {'source': 'synthetic', 'synthetic': {'n_samples': 200, 'height': 12, 'width': 20, **data}, 'batch_size': 32},
+        'model': {'channels': [4, 8], 'strides': [[1, 2], 2], 'embedding_dim': 4},
+        'training': {'epochs': 2, 'plot_every': 0, 'checkpoint': {'save_every': 0}},
+        'resources': {'device': 'cpu'}, 'logging': {'progress': 'never', 'wandb': {'mode': 'disabled'}}})
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+    "A two-epoch run on small synthetic data: (config, splits, trainer, in-process report results)."
+    root = tmp_path_factory.mktemp('run')
+    config = tiny_config(root/'results')
+    splits = load_or_create_datasets(config, log=lambda *a: None)
+    train_loader, val_loader, _ = make_loaders(splits, config)
+    torch.manual_seed(0)
+    model = model_from_config(config.model, splits.sample_shape)
+    trainer = TrainerAE(model, config, train_loader, val_loader, norm=splits.norm, data_fingerprint=splits.fingerprint, log=lambda *a: None)
+    trainer.train(); trainer.cleanup()
+    results = generate_full_report(model, splits, config, history=trainer.history, run_dir=trainer.run_dir,
+                                   checkpoint=trainer.checkpoint_dir/'best.pth', log=lambda *a: None)
+    return config, splits, trainer, results
+
+
+def test_report_from_checkpoint_alone_in_a_clean_folder(trained, tmp_path, monkeypatch):
+    config, splits, trainer, results = trained
+    moved = tmp_path/'elsewhere'/'checkpoints'/'best.pth'
+    moved.parent.mkdir(parents=True)
+    shutil.copy(trainer.checkpoint_dir/'best.pth', moved)
+    shutil.rmtree(config.experiment.results_dir + '/cache')  # the data must be prepared again from the stored config
+    monkeypatch.chdir(tmp_path)
+    again = report_from_checkpoint(moved, log=lambda *a: None)
+    saved = json.loads((tmp_path/'elsewhere'/'report'/'metrics.json').read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON {c}"))
+    assert saved['checkpoint'] == str(moved)
+    assert saved['data_fingerprint'] == splits.fingerprint
+    assert saved['test']['mse'] == pytest.approx(results['test']['mse'], rel=1e-9)
+    assert saved['pca']['mse'] == pytest.approx(results['pca']['mse'], rel=1e-9)
+    assert again['ae_vs_pca_mse_ratio'] == pytest.approx(results['ae_vs_pca_mse_ratio'], rel=1e-9)
+    md = (tmp_path/'elsewhere'/'report'/'report.md').read_text()
+    for fig in saved['figures'].values():
+        assert f"]({fig})" in md and (tmp_path/'elsewhere'/'report'/fig).stat().st_size > 1000
+
+
+def test_embeddings_of_raw_input_match_encode(trained):
+    config, splits, trainer, _ = trained
+    model, stored, norm = load_model(trainer.checkpoint_dir/'final_checkpoint.pth')
+    assert stored == config and norm == splits.norm
+    x = np.array(splits.test.x[:17])
+    codes = encode_array(model, denormalize(x, norm), norm, batch_size=5)
+    trainer.model.eval()
+    with torch.no_grad(): expected = trainer.model.encode(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(codes, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_bad_checkpoints_are_named(trained, tmp_path):
+    _, _, trainer, _ = trained
+    with pytest.raises(CheckpointError, match='checkpoint not found'): load_model(tmp_path/'nope.pth')
+    flipped = tmp_path/'flipped.pth'
+    data = bytearray((trainer.checkpoint_dir/'best.pth').read_bytes()); data[len(data) // 2] ^= 0xFF
+    flipped.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=str(flipped)): load_model(flipped)
+    foreign = tmp_path/'foreign.pth'
+    torch.save({'weights': torch.zeros(3)}, foreign)
+    with pytest.raises(CheckpointError, match='not an ae_nb checkpoint'): load_model(foreign)
+
+
+def test_checkpoint_for_another_shape_is_refused(trained, tmp_path):
+    _, _, trainer, _ = trained
+    other = tiny_config(tmp_path/'results', height=16, width=16)
+    splits = create_filtered_split_datasets(other, log=lambda *a: None)
+    model, _, _ = load_model(trainer.checkpoint_dir/'best.pth')
+    with pytest.raises(ValueError, match=r'built for samples of shape \(1, 12, 20\) but the data has samples of shape \(1, 16, 16\)'):
+        generate_full_report(model, splits, other, run_dir=tmp_path/'r', log=lambda *a: None)
+    with pytest.raises(ValueError, match='best.pth was built for samples of shape'):
+        generate_full_report(model_from_config(other.model, splits.sample_shape), splits, other, run_dir=tmp_path/'r',
+                             checkpoint=trainer.checkpoint_dir/'best.pth', log=lambda *a: None)
