@@ -251,7 +251,8 @@ def test_kill_while_writing_leaves_no_cache(tmp_path, mode):
     lines = []
     splits = load_or_create_datasets(cfg, log=lines.append)
     assert splits.stats['cache'] == 'rebuilt' and 'no cache yet' in splits.stats['cache_reason']
-    assert list((tmp_path/'cache').iterdir()) == [Path(splits.stats['cache_path'])]   # the dead writer's leftovers are gone
+    left = [p for p in (tmp_path/'cache').iterdir() if not p.name.endswith('.lock')]
+    assert left == [Path(splits.stats['cache_path'])]   # the dead writer's leftovers are gone
 
 
 @pytest.mark.parametrize('mode', ['external_kill', 'between_renames'])
@@ -267,6 +268,26 @@ def test_kill_while_rewriting_leaves_old_cache_or_none(tmp_path, mode):
     again = load_or_create_datasets(cfg, log=quiet)   # either a hit on the old cache or a clean rebuild
     assert again.stats['cache'] == ('hit' if caches else 'rebuilt')
     assert np.array_equal(again.train.x, old.train.x)
+
+
+PARALLEL = textwrap.dedent('''
+    import json, sys
+    from ae_nb.data import load_or_create_datasets
+    from ae_nb.config import validate_configuration
+    splits = load_or_create_datasets(validate_configuration(json.loads(sys.argv[1])), log=lambda m: None)
+    print(json.dumps({'cache': splits.stats['cache'], 'sum': float(splits.train.x.sum())}))
+''')
+
+
+def test_parallel_processes_build_the_data_set_once(tmp_path):
+    "Like the ranks of a distributed run: one builds, the others wait on the lock and find a hit."
+    cfg = validate_configuration({'data': {'source': 'synthetic', 'cache_dir': str(tmp_path/'cache'),
+                                           'synthetic': {'n_samples': 2000, 'height': 32, 'width': 32}}})
+    procs = [subprocess.Popen([sys.executable, '-c', PARALLEL, json.dumps(cfg.model_dump(mode='json'))], stdout=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    results = [json.loads(p.communicate(timeout=120)[0].strip().splitlines()[-1]) for p in procs]
+    assert sorted(r['cache'] for r in results) == ['hit', 'hit', 'rebuilt'], results
+    assert len({r['sum'] for r in results}) == 1
 
 
 # --- built-in sources and loaders -----------------------------------------------------------------------
