@@ -344,3 +344,11 @@ def test_broad_glob_never_reads_the_cache_back(tmp_path):
     first = load_or_create_datasets(cfg, log=quiet)
     second = load_or_create_datasets(cfg, log=quiet)
     assert first.stats['files'] == second.stats['files'] == 1 and second.stats['cache'] == 'hit'
+
+
+def test_shape_filter_applies_to_built_in_sources_too(tmp_path):
+    keep = validate_configuration({'data': {'cache_dir': str(tmp_path), 'filters': {'expected_shape': [1, 8, 8]}}})
+    splits = create_filtered_split_datasets(keep, log=quiet)
+    assert splits.stats['samples_kept'] == 1797 and splits.stats['removed']['shape'] == 0 and len(splits.train.labels) == 1437
+    drop = validate_configuration({'data': {'source': 'synthetic', 'cache_dir': str(tmp_path), 'filters': {'expected_shape': [64, 64]}}})
+    with pytest.raises(DataError, match='no samples left after the shape filter'): load_or_create_datasets(drop, log=quiet)
