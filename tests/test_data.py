@@ -208,7 +208,7 @@ KILLER = textwrap.dedent('''
     import ae_nb.data as data
     from ae_nb.config import validate_configuration
     mode, config = sys.argv[1], validate_configuration(json.loads(sys.argv[2]))
-    save, rename = data._save_npy, os.rename
+    save, rename = data._finish_array, os.rename
     def save_then_wait(path, array):
         save(path, array)
         if path.name == 'val_x.npy':
@@ -219,7 +219,7 @@ KILLER = textwrap.dedent('''
         rename(a, b)
         if str(b).endswith('-old'): os.kill(os.getpid(), signal.SIGKILL)
     if mode == 'between_renames': data.os.rename = rename_then_die
-    else: data._save_npy = save_then_wait
+    else: data._finish_array = save_then_wait
     data.load_or_create_datasets(config, log=print)
 ''')
 
@@ -352,3 +352,58 @@ def test_shape_filter_applies_to_built_in_sources_too(tmp_path):
     assert splits.stats['samples_kept'] == 1797 and splits.stats['removed']['shape'] == 0 and len(splits.train.labels) == 1437
     drop = validate_configuration({'data': {'source': 'synthetic', 'cache_dir': str(tmp_path), 'filters': {'expected_shape': [64, 64]}}})
     with pytest.raises(DataError, match='no samples left after the shape filter'): load_or_create_datasets(drop, log=quiet)
+
+
+def test_rereading_files_gives_the_same_splits(raw, tmp_path, monkeypatch):
+    "With no memory to hold first-pass arrays, the second pass reads the files again: same result."
+    held = create_filtered_split_datasets(clean_config(raw, tmp_path), log=quiet)
+    monkeypatch.setattr('ae_nb.data._hold_budget', lambda: 0)
+    reread = create_filtered_split_datasets(clean_config(raw, tmp_path), log=quiet)
+    for a, b in zip((held.train, held.val, held.test), (reread.train, reread.val, reread.test)):
+        assert np.array_equal(a.x, b.x) and np.array_equal(a.index, b.index)
+    assert held.norm == reread.norm and held.stats == reread.stats
+
+
+def test_a_file_changing_between_passes_is_an_error(raw, tmp_path, monkeypatch):
+    import ae_nb.data as data
+    monkeypatch.setattr(data, '_hold_budget', lambda: 0)
+    real, calls = data.read_raw_file, []
+    def changing(path, *args):
+        calls.append(path)
+        a = real(path, *args)
+        return a[:-1] if calls.count(path) > 1 and Path(path).name == 'stack.npy' else a
+    monkeypatch.setattr(data, 'read_raw_file', changing)
+    with pytest.raises(DataError, match=r'stack\.npy changed while the data set was being built'):
+        create_filtered_split_datasets(clean_config(raw, tmp_path), log=quiet)
+
+
+MEMORY = textwrap.dedent('''
+    import json, sys, threading, time
+    import ae_nb.data as data
+    from ae_nb.config import validate_configuration
+    data._hold_budget = lambda: 0   # as when the raw data are larger than memory
+    def anon_mib():
+        for line in open('/proc/self/status'):
+            if line.startswith('RssAnon:'): return int(line.split()[1]) / 1024
+    before, peak, done = anon_mib(), [0.0], threading.Event()
+    def watch():
+        while not done.is_set(): peak[0] = max(peak[0], anon_mib()); time.sleep(0.002)
+    watcher = threading.Thread(target=watch); watcher.start()
+    splits = data.load_or_create_datasets(validate_configuration(json.loads(sys.argv[1])), log=lambda m: None)
+    done.set(); watcher.join()
+    print(json.dumps({'peak_private_growth_mib': peak[0] - before, 'samples': sum(splits.stats['split'].values()),
+                      'cache': splits.stats['cache']}))
+''')
+
+
+def test_building_from_files_never_holds_the_whole_data_set(tmp_path):
+    "256 MiB of raw files are prepared with little private memory: the split arrays are memory maps in the cache."
+    for day in range(4):
+        folder = tmp_path/'raw'/f'2025_02_0{day + 1}'; folder.mkdir(parents=True)
+        for f in range(8):
+            np.save(folder/f'{f}.npy', synthetic_images(128, 1, 128, 128, seed=day * 8 + f))   # 8 MiB each
+    cfg = validate_configuration({'data': {'source': 'folder', 'raw_glob': str(tmp_path/'raw'/'2025_*'), 'cache_dir': str(tmp_path/'cache')}})
+    out = subprocess.run([sys.executable, '-c', MEMORY, json.dumps(cfg.model_dump(mode='json'))], capture_output=True, text=True, timeout=120)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result['samples'] == 4 * 8 * 128 and result['cache'] == 'rebuilt'
+    assert result['peak_private_growth_mib'] < 256 / 4, result   # the data set is 256 MiB
