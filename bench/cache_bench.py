@@ -1,7 +1,8 @@
 """Reload a ~1 GB prepared data set: ae_nb's .npy + JSON cache (memory-mapped) against a pickle of the same arrays.
 
 Usage: python bench/cache_bench.py [--gb 1.0] [--dir /tmp/ae_nb_bench] [--repeats 3]
-Prints one JSON line per measurement. Every measurement runs in a fresh Python process, so peak RSS
+Prints one JSON line per measurement, ending with `load_or_create_datasets` itself on a synthetic set of the
+same size: the first call builds and caches it, the second is a cache hit. Every measurement runs in a fresh Python process, so peak RSS
 and memory growth are those of the load alone; `cold` runs first evict the files from the page cache with
 posix_fadvise(DONTNEED), `warm` runs read them from memory. `open` only loads; `pass` also reads every
 sample once (the first epoch). Memory growth is split into anonymous pages (private copies, as a pickle makes)
@@ -42,6 +43,21 @@ print(json.dumps({'seconds_open': t_open, 'seconds_total': t_all, 'peak_rss_mib'
 '''
 
 
+PIPELINE = r'''
+import json, sys, time
+from ae_nb.config import validate_configuration
+from ae_nb.data import load_or_create_datasets
+status = lambda: {k: int(v.split()[0]) / 1024 for k, v in (l.split(':', 1) for l in open('/proc/self/status')) if k in ('VmRSS', 'VmHWM', 'RssAnon')}
+before = status()
+t0 = time.perf_counter()
+splits = load_or_create_datasets(validate_configuration(json.loads(sys.argv[1])), log=lambda m: None)
+seconds = time.perf_counter() - t0
+after = status()
+print(json.dumps({'cache': splits.stats['cache'], 'seconds': seconds, 'peak_growth_mib': after['VmHWM'] - before['VmRSS'],
+                  'anon_growth_mib': after['RssAnon'] - before['RssAnon'], 'samples': sum(splits.stats['split'].values())}))
+'''
+
+
 def evict(paths):
     "Drop the files' pages from the page cache (clean pages; no root needed)."
     for p in paths:
@@ -57,6 +73,7 @@ def main():
     ap.add_argument('--repeats', type=int, default=3)
     args = ap.parse_args()
     import numpy as np
+    from ae_nb.config import validate_configuration
     from ae_nb.data import ArrayDataset, DataSplits, fit_normalization, normalize, synthetic_images, write_cache
     root = Path(args.dir); root.mkdir(parents=True, exist_ok=True)
     n = int(args.gb * 2**30 / (64 * 64 * 4))
@@ -89,6 +106,14 @@ def main():
                     out = subprocess.run([sys.executable, '-c', CHILD, kind, str(targets[kind]), mode], capture_output=True, text=True, check=True)
                     print(json.dumps({'event': 'load', 'format': kind, 'page_cache': cache_state, 'mode': mode, 'repeat': r,
                                       **json.loads(out.stdout.strip().splitlines()[-1])}), flush=True)
+
+
+    # the whole path: load_or_create_datasets builds the synthetic set (generate, filter, split, normalise, cache), then hits
+    config = validate_configuration({'data': {'source': 'synthetic', 'cache_dir': str(root/'pipeline'),
+                                              'synthetic': {'n_samples': n, 'channels': 1, 'height': 64, 'width': 64}}})
+    for _ in range(2):
+        out = subprocess.run([sys.executable, '-c', PIPELINE, json.dumps(config.model_dump(mode='json'))], capture_output=True, text=True, check=True)
+        print(json.dumps({'event': 'load_or_create_datasets', **json.loads(out.stdout.strip().splitlines()[-1])}), flush=True)
 
 
 if __name__ == '__main__': main()
