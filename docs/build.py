@@ -1,0 +1,277 @@
+#!/usr/bin/env python
+"""Build the ae_nb documentation site offline with Sphinx, myst-nb and furo.
+
+    python docs/build.py          # or: make -C docs html; the site is docs/_build/html/index.html
+
+1. Execute every notebook under nbs/ with a real Jupyter kernel, in its own folder (as `nbdev_test` does),
+   skipping the cells `nbdev_test` skips (`tst_flags` such as slow/cuda, `eval: false`, the export cell), so
+   the pages show real outputs and the saved widget state. Executed notebooks are cached under
+   docs/_build/executed, keyed by the notebook and the package sources.
+2. Process them with nbdev's own processors (hidden and exported cells removed, `show_doc` cells added after
+   every exported definition), then turn each `show_doc` into a Sphinx autodoc entry, nbdev cell options
+   into myst-nb tags, and backticked public names in prose into links.
+3. Write an API page that lists every name in every module's `__all__` (with an entry for any name that no
+   chapter documents) and a table of contents on the home page (nbs/index.ipynb).
+4. Vendor the Jupyter widget manager (`@jupyter-widgets/html-manager`, `requirejs`) from the npm registry
+   into docs/_build/vendor once, so pages render widgets from saved state without a CDN.
+5. Run Sphinx with `-W --keep-going`: any warning fails the build.
+"""
+from __future__ import annotations
+import argparse, functools, hashlib, importlib, inspect, json, os, re, shutil, subprocess, sys, tarfile, tempfile
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+DOCS = Path(__file__).resolve().parent
+ROOT = DOCS.parent
+BUILD = DOCS/'_build'
+SRC, HTML, EXECUTED, VENDOR = BUILD/'src', BUILD/'html', BUILD/'executed', BUILD/'vendor'
+sys.path[:0] = [str(DOCS), str(ROOT)]     # helpers, and the package of this tree
+from docs_helpers import WIDGET_JS, read_settings
+
+SETTINGS = read_settings(ROOT/'settings.ini')
+LIB, NBS = SETTINGS['lib_name'], ROOT/SETTINGS.get('nbs_path', 'nbs')
+SKIP_FLAGS = set(SETTINGS.get('tst_flags', '').split('|')) - {''}
+# npm package -> the files of its tarball to serve (the widget manager with the icon fonts its CSS refers to)
+NPM_PACKAGES = {'@jupyter-widgets/html-manager@^1.0.6': r'package/dist/(embed-amd\.js|[0-9a-f]+\.(eot|svg|ttf|woff2?))',
+                'requirejs@^2.3.6': r'package/require\.js'}
+
+
+# ---- 1. execution -------------------------------------------------------------------------------------------
+_DIRECTIVE = re.compile(r'^\s*#\s*\|\s*([\w-]+)(:?)\s*(.*?)\s*$')
+
+def directives(source:str)->dict:
+    "nbdev `#| name args` comments at the top of a cell, as {name(+':' for cell options): args}."
+    found = {}
+    for line in source.splitlines():
+        if not line.strip(): continue
+        m = _DIRECTIVE.match(line)
+        if not m: break
+        found[m[1] + m[2]] = m[3]
+    return found
+
+def skipped_by_tests(source:str)->bool:
+    "Whether `nbdev_test` would skip this cell (a test flag, `eval: false`, or the `nbdev_export()` cell)."
+    d = directives(source)
+    return bool(SKIP_FLAGS & set(d)) or d.get('eval:', '').lower() == 'false' or 'nbdev_export()' in source
+
+def notebook_key(path:Path)->str:
+    "Cache key of an executed notebook: its text, the package sources and the settings."
+    h = hashlib.sha256(path.read_bytes())
+    for p in sorted((ROOT/LIB).glob('*.py')) + [ROOT/'settings.ini']:
+        if p.name != '_modidx.py': h.update(p.name.encode() + p.read_bytes())
+    return h.hexdigest()[:16]
+
+def execute(path:Path)->Path:
+    "Execute notebook `path` in its folder with a Jupyter kernel (widget state saved); return the cached result."
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+    out = EXECUTED/f"{path.relative_to(NBS).with_suffix('').as_posix().replace('/', '__')}-{notebook_key(path)}.ipynb"
+    if out.exists(): return out
+    nb = nbformat.read(path, as_version=4)
+    skipped = [c for c in nb.cells if c.cell_type == 'code' and skipped_by_tests(c.source)]
+    for c in skipped: c.cell_type = 'raw'; c.pop('outputs', None); c.pop('execution_count', None)
+    try: NotebookClient(nb, timeout=900, kernel_name='python3', extra_arguments=['--log-level=ERROR'], resources={'metadata': {'path': str(path.parent)}}).execute()
+    except CellExecutionError as e:
+        message = re.sub(r'\x1b\[[0-9;]*m', '', str(e))
+        raise RuntimeError(f"{path.relative_to(ROOT)}: a cell failed while building the docs:\n{message[-3000:]}") from None
+    for c in skipped: c.cell_type, c.outputs, c.execution_count = 'code', [], None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for old in out.parent.glob(out.name.rpartition('-')[0] + '-*.ipynb'): old.unlink()
+    tmp = out.with_suffix('.tmp')
+    nbformat.write(nb, tmp)
+    os.replace(tmp, out)
+    return out
+
+
+# ---- 2. processing ------------------------------------------------------------------------------------------
+def public_names()->dict[str, str]:
+    "Every name in the `__all__` of every module of the package, mapped to its full dotted name."
+    import pkgutil
+    package = importlib.import_module(LIB)
+    names = {}
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name.startswith('_'): continue
+        module = importlib.import_module(f"{LIB}.{info.name}")
+        for name in getattr(module, '__all__', []): names.setdefault(name, f"{module.__name__}.{name}")
+    return names
+
+def autodoc_directive(full:str)->str:
+    "The autodoc directive (`autoclass`, `autofunction`, ...) that documents the object named `full`."
+    parts = full.split('.')
+    for i in range(len(parts) - 1, 0, -1):
+        try: obj = importlib.import_module('.'.join(parts[:i]))
+        except ImportError: continue
+        owner = None
+        for attr in parts[i:]: owner, obj = obj, getattr(obj, attr)
+        if inspect.isclass(owner) and len(parts) - i > 1:
+            raw = inspect.getattr_static(owner, parts[-1])
+            return 'autoproperty' if isinstance(raw, property) else 'autoattribute' if not callable(obj) else 'automethod'
+        if inspect.isclass(obj): return 'autoclass'
+        return 'autofunction' if inspect.isroutine(obj) or isinstance(obj, functools.partial) else 'autodata'
+    raise ValueError(f"cannot import {full}")
+
+def autodoc_block(full:str)->str:
+    "A MyST block with the autodoc entry of `full` (autodoc writes reST, so the entry sits in `eval-rst`)."
+    return f"```{{eval-rst}}\n.. {autodoc_directive(full)}:: {full}\n```"
+
+_SHOW_DOC = re.compile(r'^\s*show_doc\(\s*([\w.]+)\s*(?:,[^)]*)?\)\s*$')
+
+class show_docs_in_order:
+    "Put the `show_doc` cells that `add_show_docs` adds after one exported cell back in definition order."
+    def __init__(self, nb): self.nb = nb
+    def begin(self):
+        cells, i = self.nb.cells, 0
+        while i < len(cells):
+            j = i
+            while j < len(cells) and getattr(cells[j], 'has_sd', False): j += 1
+            if j > i + 1: cells[i:j] = cells[i:j][::-1]
+            i = max(j, i + 1)
+
+class to_autodoc:
+    "Replace each `show_doc(name)` cell with an autodoc entry for `name` in the notebook's module."
+    def __init__(self, module:str|None, documented:set): self.module, self.documented = module, documented
+    def __call__(self, cell):
+        m = _SHOW_DOC.match(cell.source) if cell.cell_type == 'code' else None
+        if not m: return
+        full = f"{self.module}.{m[1]}" if self.module else m[1]
+        cell.cell_type, cell.source, cell.outputs = 'markdown', autodoc_block(full), []
+        cell.pop('execution_count', None)
+        self.documented.add(full)
+
+def cell_options(cell):
+    "nbdev/Quarto cell options as myst-nb tags: `echo: false` hides the code, `output: false` the output."
+    d = getattr(cell, 'directives_', None) or {}
+    if d.get('include:') == ['false']: del cell['source']; return
+    tags = [t for k, t in (('echo:', 'remove-input'), ('output:', 'remove-output')) if d.get(k) == ['false']]
+    if tags: cell.metadata['tags'] = sorted(set(cell.metadata.get('tags', [])) | set(tags))
+
+class link_names:
+    "Turn `name` in prose into a link to its API entry when `name` is a public name of the package."
+    def __init__(self, names:dict): self.names = names
+    def __call__(self, cell):
+        if cell.cell_type != 'markdown': return
+        parts = re.split(r'(^```.*?^```)', cell.source, flags=re.MULTILINE | re.DOTALL)
+        link = lambda m: f"{{py:obj}}`{m[1]} <{self.names[m[1]]}>`" if m[1] in self.names else m[0]
+        cell.source = ''.join(p if p.startswith('```') else re.sub(r'(?<![`\w])`([A-Za-z_][\w]*)`(?![`\w])', link, p) for p in parts)
+
+def default_exp(nb:dict)->str|None:
+    "The module a notebook exports to (`#| default_exp`), as a dotted name."
+    for cell in nb['cells']:
+        if cell['cell_type'] == 'code' and (name := directives(''.join(cell['source'])).get('default_exp')):
+            return f"{LIB}.{name}"
+    return None
+
+def process(executed:Path, dest:Path, names:dict, documented:set):
+    "Run nbdev's documentation processors (and ours) over an executed notebook and write it for myst-nb."
+    from execnb.nbio import dict2nb, write_nb
+    from nbdev.process import NBProcessor
+    from nbdev.processors import (add_show_docs, clean_magics, filter_stream_, hide_, hide_line, mv_exports,
+                                  populate_language, rm_export, rm_header_dash, strip_ansi, strip_hidden_metadata)
+    raw = json.loads(executed.read_text(encoding='utf-8'))
+    nb = dict2nb(raw)
+    procs = [populate_language, add_show_docs, show_docs_in_order, strip_ansi, hide_line, filter_stream_, rm_header_dash, rm_export,
+             clean_magics, hide_, mv_exports, strip_hidden_metadata, cell_options,
+             to_autodoc(default_exp(raw), documented), link_names(names)]
+    NBProcessor(procs=procs, nb=nb).process()
+    allowed = {'code': {'id', 'cell_type', 'metadata', 'source', 'outputs', 'execution_count'}}
+    for cell in nb.cells:
+        cell.metadata.pop('language', None)
+        for key in set(cell) - allowed.get(cell.cell_type, {'id', 'cell_type', 'metadata', 'source', 'attachments'}):
+            if not key.endswith('_'): del cell[key]
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    write_nb(nb, dest)
+
+
+# ---- 3. API page and table of contents ----------------------------------------------------------------------
+def summary(obj)->str:
+    "First line of an object's docstring, for the API table."
+    doc = inspect.getdoc(obj) or ''
+    return doc.splitlines()[0].replace('|', '\\|') if doc else ''
+
+def api_page(names:dict, documented:set)->str:
+    "A page listing every public name by module, with entries for names that no chapter documents."
+    lines = ["# API reference", "",
+             "Every public name of the package, by module. Each name links to its entry in the chapter that "
+             "explains it; names that no chapter documents get their entry here.", ""]
+    modules = {}
+    for name, full in names.items(): modules.setdefault(full.rpartition('.')[0], []).append(name)
+    for module, members in modules.items():
+        mod = importlib.import_module(module)
+        lines += [f"## {module}", "", summary(mod), "", "| name | summary |", "| --- | --- |"]
+        lines += [f"| {{py:obj}}`{n} <{module}.{n}>` | {summary(getattr(mod, n))} |" for n in members]
+        lines.append("")
+        for n in members:
+            if f"{module}.{n}" not in documented:
+                lines += [autodoc_block(f"{module}.{n}"), ""]
+    return '\n'.join(lines)
+
+def add_toc(index:Path, pages:list[str]):
+    "Append a hidden table of contents to the processed home page: chapters, tutorials, API."
+    nb = json.loads(index.read_text(encoding='utf-8'))
+    groups = {'Chapters': [p for p in pages if '/' not in p], 'Tutorials': [p for p in pages if p.startswith('tutorials/')]}
+    toc = [f"```{{toctree}}\n:hidden:\n:caption: {caption}\n\n" + '\n'.join(entries) + "\n```" for caption, entries in groups.items() if entries]
+    toc.append("```{toctree}\n:hidden:\n:caption: Reference\n\napi\n```")
+    nb['cells'].append({'cell_type': 'markdown', 'id': 'toc', 'metadata': {}, 'source': '\n\n'.join(toc)})
+    index.write_text(json.dumps(nb, indent=1), encoding='utf-8')
+
+
+# ---- 4. vendored widget manager -----------------------------------------------------------------------------
+def vendor_widget_js()->bool:
+    "Fetch the widget manager and RequireJS from the npm registry into docs/_build/vendor (once)."
+    if all((VENDOR/n).is_file() for n in WIDGET_JS): return True
+    if not shutil.which('npm'): print("docs: npm not found: widgets will not render in the pages"); return False
+    with tempfile.TemporaryDirectory() as tmp:
+        files = {}
+        for spec, pattern in NPM_PACKAGES.items():
+            res = subprocess.run(['npm', 'pack', spec, '--pack-destination', tmp, '--silent'], capture_output=True, text=True)
+            if res.returncode: print(f"docs: npm pack {spec} failed: widgets will not render\n{res.stderr[-500:]}"); return False
+            with tarfile.open(Path(tmp)/res.stdout.strip().splitlines()[-1]) as tar:
+                files.update({Path(m.name).name: tar.extractfile(m).read() for m in tar.getmembers()
+                              if m.isfile() and re.fullmatch(pattern, m.name)})
+        VENDOR.mkdir(parents=True, exist_ok=True)
+        for name, data in sorted(files.items(), key=lambda kv: kv[0] in WIDGET_JS): (VENDOR/name).write_bytes(data)
+    print(f"docs: vendored {', '.join(NPM_PACKAGES)} into {VENDOR.relative_to(ROOT)}")
+    return True
+
+
+# ---- main ---------------------------------------------------------------------------------------------------
+def notebooks()->list[Path]:
+    "Notebooks to publish: everything under nbs/ except checkpoints and files starting with `_` or `.`."
+    return sorted(p for p in NBS.rglob('*.ipynb')
+                  if not any(part.startswith(('_', '.')) for part in p.relative_to(NBS).parts))
+
+def main(argv=None)->int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('-j', '--jobs', type=int, default=min(2, os.cpu_count() or 1), help="notebooks executed at once")
+    parser.add_argument('--no-cache', action='store_true', help="execute every notebook again")
+    parser.add_argument('--no-vendor', action='store_true', help="do not fetch the widget JavaScript from npm")
+    args = parser.parse_args(argv)
+
+    # kernels import the package from this tree (not another installed copy), and never reach W&B
+    os.environ['PYTHONPATH'] = os.pathsep.join([str(ROOT)] + [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p])
+    os.environ.update(WANDB_MODE='disabled', WANDB_SILENT='true', MPLBACKEND='module://matplotlib_inline.backend_inline',
+                      PYDEVD_DISABLE_FILE_VALIDATION='1')
+    if args.no_cache: shutil.rmtree(EXECUTED, ignore_errors=True)
+    paths = notebooks()
+    try:
+        with ProcessPoolExecutor(max(1, args.jobs)) as pool: executed = list(pool.map(execute, paths))
+    except RuntimeError as e: print(e, file=sys.stderr); return 1
+
+    shutil.rmtree(SRC, ignore_errors=True)
+    names, documented, pages = public_names(), set(), []
+    for path, done in zip(paths, executed):
+        page = path.relative_to(NBS).with_suffix('').as_posix()
+        process(done, SRC/f"{page}.ipynb", names, documented)
+        if page != 'index': pages.append(page)
+    (SRC/'api.md').write_text(api_page(names, documented), encoding='utf-8')
+    add_toc(SRC/'index.ipynb', pages)
+    if not args.no_vendor: vendor_widget_js()
+
+    cmd = [sys.executable, '-m', 'sphinx', '-W', '--keep-going', '-E', '-q', '-b', 'html', '-c', str(DOCS), str(SRC), str(HTML)]
+    res = subprocess.run(cmd, cwd=ROOT)
+    if res.returncode: print("docs: Sphinx reported warnings or errors (see above)"); return res.returncode
+    print(f"docs: built {HTML.relative_to(ROOT)}/index.html ({len(pages) + 1} notebook pages and the API page)")
+    return 0
+
+if __name__ == '__main__': sys.exit(main())

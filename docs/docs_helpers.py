@@ -1,0 +1,40 @@
+"Small helpers shared by docs/conf.py and docs/build.py."
+import configparser, inspect, re
+from pathlib import Path
+
+_CODE = re.compile(r'(`[^`]*`)')
+
+
+def read_settings(path:Path)->dict:
+    "The `[DEFAULT]` section of nbdev's settings.ini, interpolated."
+    parser = configparser.ConfigParser()
+    parser.read(path, encoding='utf-8')
+    return dict(parser['DEFAULT'])
+
+
+def escape_rst(text:str)->str:
+    "Escape reST markup characters (`*`, `_`, `|`, `\\`) outside backtick code spans."
+    parts = _CODE.split(text)
+    return ''.join(p if i % 2 else re.sub(r'([\\*_|])', r'\\\1', p) for i, p in enumerate(parts))
+
+
+def docments_fields(obj)->list[str]:
+    "reST `:param:`/`:returns:` lines from fastcore docments comments (or pydantic field descriptions)."
+    fields = getattr(obj, 'model_fields', None)
+    if inspect.isclass(obj) and isinstance(fields, dict):
+        return [f":param {n}: {escape_rst(f.description)}" for n, f in fields.items() if f.description]
+    from fastcore.docments import docments
+    try: docs = docments(obj, full=False)
+    except Exception: return []
+    lines = [f":param {n}: {escape_rst(d)}" for n, d in docs.items() if d and n not in ('self', 'return')]
+    if docs.get('return') and not inspect.isclass(obj): lines.append(f":returns: {escape_rst(docs['return'])}")
+    return lines
+
+
+WIDGET_JS = ('require.js', 'embed-amd.js')
+
+
+def vendored_widget_js(vendor:Path)->dict:
+    "myst-nb's `nb_ipywidgets_js` for the vendored widget manager, or {} (no widget JavaScript, no CDN) without it."
+    if not all((vendor/name).is_file() for name in WIDGET_JS): return {}
+    return {name: {} for name in WIDGET_JS}
