@@ -1,6 +1,6 @@
 """Reload a ~1 GB prepared data set: ae_nb's .npy + JSON cache (memory-mapped) against a pickle of the same arrays.
 
-Usage: python bench/cache_bench.py [--gb 1.0] [--dir /tmp/ae_nb_bench] [--repeats 3]
+Usage: python bench/cache_bench.py [--gb 1.0] [--dir TMP/ae_nb_bench] [--keep] [--repeats 3]
 Prints one JSON line per measurement, ending with `load_or_create_datasets` itself on a synthetic set of the
 same size: the first call builds and caches it, the second is a cache hit. Every measurement runs in a fresh Python process, so peak RSS
 and memory growth are those of the load alone; `cold` runs first evict the files from the page cache with
@@ -8,7 +8,7 @@ posix_fadvise(DONTNEED), `warm` runs read them from memory. `open` only loads; `
 sample once (the first epoch). Memory growth is split into anonymous pages (private copies, as a pickle makes)
 and file-backed pages (memory-mapped reads: page cache that the kernel can drop under memory pressure).
 """
-import argparse, json, os, pickle, subprocess, sys, time
+import argparse, json, os, shutil, tempfile, pickle, subprocess, sys, time
 from pathlib import Path
 
 CHILD = r'''
@@ -69,8 +69,9 @@ def evict(paths):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--gb', type=float, default=1.0, help='size of the sample arrays in GiB')
-    ap.add_argument('--dir', default='/tmp/ae_nb_bench', help='scratch folder (needs twice --gb free)')
+    ap.add_argument('--dir', default=os.path.join(tempfile.gettempdir(), 'ae_nb_bench'), help='scratch folder (needs twice --gb free)')
     ap.add_argument('--repeats', type=int, default=3)
+    ap.add_argument('--keep', action='store_true', help='keep the scratch folder afterwards')
     args = ap.parse_args()
     import numpy as np
     from ae_nb.config import validate_configuration
@@ -114,6 +115,8 @@ def main():
     for _ in range(2):
         out = subprocess.run([sys.executable, '-c', PIPELINE, json.dumps(config.model_dump(mode='json'))], capture_output=True, text=True, check=True)
         print(json.dumps({'event': 'load_or_create_datasets', **json.loads(out.stdout.strip().splitlines()[-1])}), flush=True)
+
+    if not args.keep: shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == '__main__': main()

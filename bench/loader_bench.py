@@ -1,10 +1,10 @@
 """Batches from an in-memory or memory-mapped (N, C, H, W) array: ae_nb's sliced `ArrayBatches` against a
 `torch.utils.data.DataLoader` over a per-sample Dataset (one `__getitem__` and one collate per sample).
 
-Usage: python bench/loader_bench.py [--samples 16384] [--size 64] [--batch-size 64] [--dir /tmp/ae_nb_loader_bench]
+Usage: python bench/loader_bench.py [--samples 16384] [--size 64] [--batch-size 64] [--dir TMP/ae_nb_loader_bench] [--keep]
 Prints one JSON line per loader: samples per second over one shuffled epoch (the best of --repeats).
 """
-import argparse, json, time
+import argparse, json, os, shutil, tempfile, time
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +37,8 @@ def main():
     ap.add_argument('--size', type=int, default=64)
     ap.add_argument('--batch-size', type=int, default=64)
     ap.add_argument('--repeats', type=int, default=3)
-    ap.add_argument('--dir', default='/tmp/ae_nb_loader_bench')
+    ap.add_argument('--dir', default=os.path.join(tempfile.gettempdir(), 'ae_nb_loader_bench'))
+    ap.add_argument('--keep', action='store_true', help='keep the scratch folder afterwards')
     args = ap.parse_args()
     root = Path(args.dir); root.mkdir(parents=True, exist_ok=True)
     x = synthetic_images(args.samples, 1, args.size, args.size)
@@ -56,6 +57,8 @@ def main():
             rate = epoch_rate(lambda: iter(make()), n, args.repeats)
             print(json.dumps({'storage': storage, 'loader': name, 'samples': n, 'sample_shape': [1, args.size, args.size],
                               'batch_size': bs, 'samples_per_second': round(rate)}), flush=True)
+
+    if not args.keep: shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == '__main__': main()
