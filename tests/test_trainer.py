@@ -227,3 +227,30 @@ def test_wandb_offline_run_id_survives_a_restart(tmp_path):
     second.train_with_restart('auto'); second.cleanup()
     assert second.wandb_run_id == run_id
     assert load_checkpoint(second.checkpoint_dir/'final_checkpoint.pth')['wandb_run_id'] == run_id
+
+
+def test_a_fresh_run_moves_an_earlier_runs_checkpoints_aside(tmp_path):
+    first = straight_run(tmp_path, epochs=2)
+    (first.checkpoint_dir/'.latest.pth.abc123.tmp').write_bytes(b'half a write')
+    log = []
+    cfg, model, train_dl, val_dl = tiny(tmp_path, epochs=1)
+    second = TrainerAE(model, cfg, train_dl, val_dl, log=log.append)
+    second.setup_training(); second.train()
+    previous = [p for p in first.checkpoint_dir.iterdir() if p.name.startswith('previous_')]
+    assert len(previous) == 1 and (previous[0]/'latest.pth').is_file()
+    assert load_checkpoint(previous[0]/'latest.pth')['epoch'] == 2
+    assert load_checkpoint(second.checkpoint_dir/'latest.pth')['epoch'] == 1
+    assert not list(first.checkpoint_dir.glob('*.tmp'))
+    assert any('earlier run' in m for m in log) and any('unfinished checkpoint write' in m for m in log), log
+
+
+def test_emergency_file_is_removed_once_the_resumed_run_writes_latest(tmp_path):
+    def stop(trainer, b): trainer.request_stop(signal.SIGINT); return b
+    interrupted = hooked_trainer(tmp_path, 0, 3, stop, epochs=2)
+    with pytest.raises(TrainingInterrupted): interrupted.train()
+    interrupted.save_checkpoint('emergency')
+    cfg, model, train_dl, val_dl = tiny(tmp_path, epochs=2)
+    resumed = TrainerAE(model, cfg, train_dl, val_dl, log=lambda m: None)
+    resumed.train_with_restart('auto')
+    assert resumed.resumed_from.name == 'emergency.pth'
+    assert not (resumed.checkpoint_dir/'emergency.pth').exists()
