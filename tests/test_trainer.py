@@ -2,6 +2,7 @@
 import os, signal, subprocess, sys, textwrap, time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -205,7 +206,11 @@ def test_restart_refuses_another_model_or_data_and_logs_harmless_changes(tmp_pat
 
 
 def test_checkpoint_holds_plain_data_only(tmp_path):
-    trainer = straight_run(tmp_path, epochs=1)
+    cfg, model, train_dl, _ = tiny(tmp_path, epochs=1)
+    trainer = TrainerAE(model, cfg, train_dl, None, norm={'method': 'minmax', 'shift': [np.float32(0.5)], 'scale': (1.0,)},
+                        log=lambda m: None)
+    trainer.setup_training(); trainer.train()
+    assert trainer.history['val_loss'] == [None] and trainer.best_val == trainer.history['train_loss'][0]
     ck = torch.load(trainer.checkpoint_dir/'latest.pth', weights_only=True)
     for key in ['model', 'model_hparams', 'optimizer', 'scheduler', 'scaler', 'epoch', 'step_in_epoch', 'global_step',
                 'best_val', 'history', 'accumulators', 'rng', 'norm', 'config', 'data_fingerprint', 'wandb_run_id',
@@ -215,13 +220,14 @@ def test_checkpoint_holds_plain_data_only(tmp_path):
 
 def test_wandb_offline_run_id_survives_a_restart(tmp_path):
     pytest.importorskip('wandb')
-    cfg, model, train_dl, val_dl = tiny(tmp_path, epochs=1)
+    cfg, model, train_dl, val_dl = tiny(tmp_path, epochs=1, plot_every=1)
     cfg.logging.wandb.mode = 'offline'
     first = TrainerAE(model, cfg, train_dl, val_dl, log=lambda m: None)
     first.setup_training(); first.train(); first.cleanup()
     run_id = first.wandb_run_id
     assert run_id and load_checkpoint(first.checkpoint_dir/'latest.pth')['wandb_run_id'] == run_id
     assert (tmp_path/'tiny'/'wandb').is_dir()
+    assert sorted(p.name for p in (tmp_path/'tiny'/'plots').iterdir()) == ['loss_curves.png', 'reconstructions_e0001.png']
     cfg.training.epochs = 2
     second = TrainerAE(tiny_autoencoder((1, 16, 16)), cfg, train_dl, val_dl, log=lambda m: None)
     second.train_with_restart('auto'); second.cleanup()
