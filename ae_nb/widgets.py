@@ -117,9 +117,9 @@ class ConfigEditor(_Displays):
         self.sections = W.Accordion(children=pages, titles=tuple(AEConfig.model_fields), selected_index=0)
         self.status, self.message = W.HTML(), W.HTML()
         self.path = W.Text(value=str(path), description='file', style={'description_width': '40px'})
-        self.save_button = W.Button(description='Save YAML', icon='save')
-        self.overrides_button = W.Button(description='Show overrides', icon='terminal')
-        self.train_button = W.Button(description='Train', icon='play', button_style='success')
+        self.save_button = W.Button(description='Save YAML', tooltip='write the configuration to the file named on the left')
+        self.overrides_button = W.Button(description='Show overrides', tooltip='the ae_train command line for this configuration')
+        self.train_button = W.Button(description='Train', button_style='success', tooltip='call on_train with this configuration')
         self.command = W.Textarea(layout=W.Layout(width='100%', display='none'))
         self.output = W.Output()
         self.save_button.on_click(lambda _: self.save())
@@ -371,7 +371,7 @@ def _draw_curves(self:TrainingMonitor)->bytes:
         from matplotlib.figure import Figure
         fig = Figure(figsize=self.figsize, dpi=80)
         loss_ax, lr_ax = fig.subplots(1, 2, width_ratios=[2, 1])
-        fig.subplots_adjust(left=0.08, right=0.98, bottom=0.18, top=0.95, wspace=0.3)
+        fig.subplots_adjust(left=0.1, right=0.98, bottom=0.18, top=0.95, wspace=0.35)
         lines = {k: loss_ax.plot([], [], label=k.replace('_', ' '))[0] for k in ('train_loss', 'val_loss')}
         lines['lr'] = lr_ax.plot([], [], color='tab:green')[0]
         loss_ax.set(xlabel='epoch', ylabel='loss', yscale='log'); loss_ax.legend(loc='upper right')
@@ -470,7 +470,7 @@ def _build_widgets(self:ReconstructionExplorer, sort_by_error:bool):
     W = _ipywidgets()
     self.slider = W.IntSlider(0, min=0, max=len(self.x) - 1, description='sample', continuous_update=False,
                               layout=W.Layout(width='420px'))
-    self.sort_by_error = W.ToggleButton(sort_by_error, description='worst first', icon='sort-amount-desc',
+    self.sort_by_error = W.ToggleButton(sort_by_error, description='worst first',
                                         tooltip='order the samples by reconstruction error, largest first')
     self.info, self.sample_image, self.latent_image = W.HTML(), W.Image(format='png'), W.Image(format='png')
     self.slider.observe(lambda _: self._draw(), names='value')

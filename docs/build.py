@@ -85,16 +85,12 @@ def execute(path:Path)->Path:
 
 
 # ---- 2. processing ------------------------------------------------------------------------------------------
-def public_names()->dict[str, str]:
-    "Every name in the `__all__` of every module of the package, mapped to its full dotted name."
+def public_names()->list[str]:
+    "The full dotted name of every name in the `__all__` of every module of the package."
     import pkgutil
     package = importlib.import_module(LIB)
-    names = {}
-    for info in pkgutil.iter_modules(package.__path__):
-        if info.name.startswith('_'): continue
-        module = importlib.import_module(f"{LIB}.{info.name}")
-        for name in getattr(module, '__all__', []): names.setdefault(name, f"{module.__name__}.{name}")
-    return names
+    return [f"{LIB}.{info.name}.{name}" for info in pkgutil.iter_modules(package.__path__) if not info.name.startswith('_')
+            for name in getattr(importlib.import_module(f"{LIB}.{info.name}"), '__all__', [])]
 
 def autodoc_directive(full:str)->str:
     "The autodoc directive (`autoclass`, `autofunction`, ...) that documents the object named `full`."
@@ -148,7 +144,7 @@ def cell_options(cell):
 
 class link_names:
     "Turn `name` in prose into a link to its API entry when `name` is a public name of the package."
-    def __init__(self, names:dict): self.names = names
+    def __init__(self, names:dict): self.names = names   # short name -> full name (the first module that exports it)
     def __call__(self, cell):
         if cell.cell_type != 'markdown': return
         parts = re.split(r'(^```.*?^```)', cell.source, flags=re.MULTILINE | re.DOTALL)
@@ -189,13 +185,13 @@ def summary(obj)->str:
     doc = inspect.getdoc(obj) or ''
     return doc.splitlines()[0].replace('|', '\\|') if doc else ''
 
-def api_page(names:dict, documented:set)->str:
+def api_page(names:list[str], documented:set)->str:
     "A page listing every public name by module, with entries for names that no chapter documents."
     lines = ["# API reference", "",
              "Every public name of the package, by module. Each name links to its entry in the chapter that "
              "explains it; names that no chapter documents get their entry here.", ""]
     modules = {}
-    for name, full in names.items(): modules.setdefault(full.rpartition('.')[0], []).append(name)
+    for full in names: modules.setdefault(full.rpartition('.')[0], []).append(full.rpartition('.')[2])
     for module, members in modules.items():
         mod = importlib.import_module(module)
         lines += [f"## {module}", "", summary(mod), "", "| name | summary |", "| --- | --- |"]
@@ -260,9 +256,11 @@ def main(argv=None)->int:
 
     shutil.rmtree(SRC, ignore_errors=True)
     names, documented, pages = public_names(), set(), []
+    short = {}
+    for full in names: short.setdefault(full.rpartition('.')[2], full)
     for path, done in zip(paths, executed):
         page = path.relative_to(NBS).with_suffix('').as_posix()
-        process(done, SRC/f"{page}.ipynb", names, documented)
+        process(done, SRC/f"{page}.ipynb", short, documented)
         if page != 'index': pages.append(page)
     (SRC/'api.md').write_text(api_page(names, documented), encoding='utf-8')
     add_toc(SRC/'index.ipynb', pages)
