@@ -68,6 +68,19 @@ def straight_run(folder, epochs=3):
     return trainer
 
 
+def resume_and_compare(folder, straight, expect=None):
+    "Resume the run in `folder` from its emergency checkpoint with a new model; it must end exactly like `straight`."
+    cfg, _, train_dl, val_dl = tiny(folder)
+    torch.manual_seed(1234)  # the resumed process starts from other RNG states and another model
+    log = []
+    resumed = TrainerAE(tiny_autoencoder((1, 16, 16), seed=7), cfg, train_dl, val_dl, data_fingerprint='fp', log=log.append)
+    resumed.train_with_restart('auto')
+    assert any('resuming from' in m and 'emergency.pth' in m and (expect or '') in m for m in log), log
+    assert_same_weights(straight.model, resumed.model)
+    for key in ('epoch', 'train_loss', 'val_loss', 'lr'): assert resumed.history[key] == straight.history[key], key
+    assert resumed.position == straight.position
+
+
 def test_interrupted_mid_epoch_then_resumed_equals_uninterrupted(tmp_path):
     straight = straight_run(tmp_path/'a')
 
@@ -79,16 +92,31 @@ def test_interrupted_mid_epoch_then_resumed_equals_uninterrupted(tmp_path):
     saved = interrupted.save_checkpoint('emergency')
     assert saved.name == 'emergency.pth'
     assert load_checkpoint(saved)['accumulators']['n_samples'] == 4 * 16
+    resume_and_compare(tmp_path/'b', straight, expect='epoch 2/3, step 4/6')
 
-    cfg, _, train_dl, val_dl = tiny(tmp_path/'b')
-    torch.manual_seed(1234)  # the resumed process starts from other RNG states and another model
-    log = []
-    resumed = TrainerAE(tiny_autoencoder((1, 16, 16), seed=7), cfg, train_dl, val_dl, data_fingerprint='fp', log=log.append)
-    resumed.train_with_restart('auto')
-    assert any('resuming from' in m and 'emergency.pth' in m and 'epoch 2/3, step 4/6' in m for m in log), log
-    assert_same_weights(straight.model, resumed.model)
-    for key in ('epoch', 'train_loss', 'val_loss', 'lr'): assert resumed.history[key] == straight.history[key], key
-    assert resumed.position == straight.position
+
+class StopAfterStep(Hook):
+    "Ask `trainer` to stop once batch `step` of epoch `epoch` has been trained on (a signal during that step)."
+    def iter_epoch(self, epoch, start=0):
+        for i, b in enumerate(self.loader.iter_epoch(epoch, start), start):
+            yield b
+            if (epoch, i) == (self.epoch, self.step): self.trainer.request_stop(signal.SIGINT)
+
+
+@pytest.mark.parametrize('epoch, step, position', [(0, -1, (0, 0, 0)), (0, 0, (0, 1, 1)), (1, 5, (1, 6, 12)), (2, 5, (2, 6, 18))])
+def test_resume_is_exact_from_any_step_boundary(tmp_path, epoch, step, position):
+    "Before the first step, after it, after the last step of an epoch, after the last step of the run."
+    straight = straight_run(tmp_path/'a')
+    cfg, model, train_dl, val_dl = tiny(tmp_path/'b')
+    if step < 0: train_dl = Hook(train_dl, 0, 0, lambda t, b: (t.request_stop(signal.SIGINT), b)[1])
+    else: train_dl = StopAfterStep(train_dl, epoch, step, None)
+    interrupted = TrainerAE(model, cfg, train_dl, val_dl, data_fingerprint='fp', log=lambda m: None)
+    train_dl.trainer = interrupted
+    interrupted.setup_training()
+    with pytest.raises(TrainingInterrupted): interrupted.train()
+    assert interrupted.position == position
+    interrupted.save_checkpoint('emergency')
+    resume_and_compare(tmp_path/'b', straight, expect=f"step {position[1]}/6")
 
 
 def test_real_sigterm_stops_at_a_step_boundary_and_handlers_are_restored(tmp_path):
