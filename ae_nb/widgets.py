@@ -27,6 +27,11 @@ def _ipywidgets():
     except ImportError: raise ImportError("ae_nb.widgets needs ipywidgets: pip install 'ipywidgets>=8'") from None
     return ipywidgets
 
+def _image():
+    "An empty PNG `Image` widget shown at its natural size (not stretched to the width of its box)."
+    W = _ipywidgets()
+    return W.Image(format='png', layout=W.Layout(align_self='flex-start'))
+
 class _Displays:
     "Mixin: display the object as its `widget`."
     def _repr_mimebundle_(self, **kwargs): return self.widget._repr_mimebundle_(**kwargs)
@@ -308,16 +313,15 @@ def _png(tiles:list[list[np.ndarray]], # rows of (H, W, 3) uint8 pictures of equ
 # %% ../nbs/05_widgets.ipynb #d886ac70
 class TrainingMonitor(_Displays):
     "Live loss curves, learning rate and latest reconstructions of a training run, redrawn at a bounded cost."
-    def __init__(self, min_interval:float=0.5, # seconds between redraws at least
-                 max_overhead:float=0.05,      # largest share of wall time spent drawing
+    def __init__(self, min_interval:float=1.0, # seconds between redraws at least
+                 max_overhead:float=0.02,      # largest share of wall time spent drawing
                  n_images:int=8,               # reconstructions shown
                  figsize:tuple=(8.0, 2.6),     # size of the curves figure in inches
                 ):
         W = _ipywidgets()
         self.min_interval, self.max_overhead, self.n_images, self.figsize = min_interval, max_overhead, n_images, figsize
         self.status = W.HTML()
-        self.curves = W.Image(format='png')
-        self.images = W.Image(format='png')
+        self.curves, self.images = _image(), _image()
         self.widget = W.VBox([self.status, self.curves, self.images])
         self.history, self.inputs, self.outputs = {}, None, None
         self.n_updates = self.n_renders = 0
@@ -371,7 +375,7 @@ def _draw_curves(self:TrainingMonitor)->bytes:
         from matplotlib.figure import Figure
         fig = Figure(figsize=self.figsize, dpi=80)
         loss_ax, lr_ax = fig.subplots(1, 2, width_ratios=[2, 1])
-        fig.subplots_adjust(left=0.1, right=0.98, bottom=0.18, top=0.95, wspace=0.35)
+        fig.subplots_adjust(left=0.13, right=0.98, bottom=0.18, top=0.95, wspace=0.4)
         lines = {k: loss_ax.plot([], [], label=k.replace('_', ' '))[0] for k in ('train_loss', 'val_loss')}
         lines['lr'] = lr_ax.plot([], [], color='tab:green')[0]
         loss_ax.set(xlabel='epoch', ylabel='loss', yscale='log'); loss_ax.legend(loc='upper right')
@@ -472,7 +476,7 @@ def _build_widgets(self:ReconstructionExplorer, sort_by_error:bool):
                               layout=W.Layout(width='420px'))
     self.sort_by_error = W.ToggleButton(sort_by_error, description='worst first',
                                         tooltip='order the samples by reconstruction error, largest first')
-    self.info, self.sample_image, self.latent_image = W.HTML(), W.Image(format='png'), W.Image(format='png')
+    self.info, self.sample_image, self.latent_image = W.HTML(), _image(), _image()
     self.slider.observe(lambda _: self._draw(), names='value')
     self.sort_by_error.observe(self._reorder, names='value')
     header = W.HTML("<span style='color:#666'>input &nbsp;|&nbsp; reconstruction &nbsp;|&nbsp; squared error</span>")

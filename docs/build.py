@@ -266,6 +266,7 @@ def main(argv=None)->int:
     add_toc(SRC/'index.ipynb', pages)
     if not args.no_vendor: vendor_widget_js()
 
+    shutil.rmtree(HTML, ignore_errors=True)          # no page of an earlier build survives
     cmd = [sys.executable, '-m', 'sphinx', '-W', '--keep-going', '-E', '-q', '-b', 'html', '-c', str(DOCS), str(SRC), str(HTML)]
     res = subprocess.run(cmd, cwd=ROOT)
     if res.returncode: print("docs: Sphinx reported warnings or errors (see above)"); return res.returncode

@@ -188,8 +188,8 @@ def check_in_browser(site:Path, binary:str, shots:Path=SHOTS)->list[str]:
             if not b.wait_for("document.querySelectorAll('.cell_output .jupyter-widgets').length > 0"):
                 problems.append("05_widgets.html: no widget rendered")
             else:
-                count = b.eval("document.querySelectorAll('.cell_output > .jupyter-widgets').length")
-                for i in range(min(count, 3)): b.screenshot(shots/f'widgets_{i + 1}.png', '.cell_output > .jupyter-widgets', i)
+                count = b.eval("document.querySelectorAll('.cell_output > .widget-subarea > .jupyter-widgets').length")
+                for i in range(min(count, 3)): b.screenshot(shots/f'widgets_{i + 1}.png', '.cell_output > .widget-subarea > .jupyter-widgets', i)
                 if not b.eval("[...document.querySelectorAll('img.widget-image')].some(i => i.naturalWidth > 0)"):
                     problems.append("05_widgets.html: widget images did not render")
     return problems
