@@ -288,3 +288,13 @@ def test_emergency_file_is_removed_once_the_resumed_run_writes_latest(tmp_path):
     resumed.train_with_restart('auto')
     assert resumed.resumed_from.name == 'emergency.pth'
     assert not (resumed.checkpoint_dir/'emergency.pth').exists()
+
+
+def test_a_signal_after_the_last_step_is_not_swallowed(tmp_path):
+    cfg, model, train_dl, val_dl = tiny(tmp_path, epochs=2)
+    trainer = TrainerAE(model, cfg, train_dl, val_dl, log=lambda m: None)
+    trainer.log = lambda m: trainer.request_stop(signal.SIGTERM) if m.startswith('epoch   2/2') else None
+    trainer.setup_training()
+    with pytest.raises(TrainingInterrupted): trainer.train()
+    assert trainer.position == (2, 0, 12)
+    assert load_checkpoint(trainer.checkpoint_dir/'final_checkpoint.pth')['epoch'] == 2
