@@ -141,6 +141,10 @@ def cell_options(cell):
     if d.get('include:') == ['false']: del cell['source']; return
     tags = [t for k, t in (('echo:', 'remove-input'), ('output:', 'remove-output')) if d.get(k) == ['false']]
     if tags: cell.metadata['tags'] = sorted(set(cell.metadata.get('tags', [])) | set(tags))
+    if cell.cell_type == 'code' and cell.source:      # nbdev leaves Quarto's `#| key: value` lines for Quarto; drop them
+        lines = cell.source.splitlines()
+        while lines and _DIRECTIVE.match(lines[0]): lines.pop(0)
+        cell.source = '\n'.join(lines)
 
 class link_names:
     "Turn `name` in prose into a link to its API entry when `name` is a public name of the package."
