@@ -477,10 +477,13 @@ def _build_widgets(self:ReconstructionExplorer, sort_by_error:bool):
     self.sort_by_error = W.ToggleButton(sort_by_error, description='worst first',
                                         tooltip='order the samples by reconstruction error, largest first')
     self.info, self.sample_image, self.latent_image = W.HTML(), _image(), _image()
+    self.jump = W.BoundedIntText(0, min=0, max=len(self.x) - 1, description='index', style={'description_width': '40px'},
+                                 layout=W.Layout(width='140px'), tooltip='show the sample with this index')
     self.slider.observe(lambda _: self._draw(), names='value')
     self.sort_by_error.observe(self._reorder, names='value')
+    self.jump.observe(lambda change: self.show(change['new']), names='value')
     header = W.HTML("<span style='color:#666'>input &nbsp;|&nbsp; reconstruction &nbsp;|&nbsp; squared error</span>")
-    left = W.VBox([W.HBox([self.slider, self.sort_by_error]), self.info, header, self.sample_image])
+    left = W.VBox([W.HBox([self.slider, self.sort_by_error, self.jump]), self.info, header, self.sample_image])
     self.widget = W.HBox([left, self.latent_image] if self.projection is not None else [left])
     self._figure = None
     self._reorder()
@@ -494,6 +497,19 @@ def order(self:ReconstructionExplorer)->np.ndarray:
 def index(self:ReconstructionExplorer)->int:
     "Index (into `x`) of the sample shown."
     return int(self.order[self.slider.value])
+
+@patch
+def show(self:ReconstructionExplorer, index:int):
+    "Show sample `index` (an index into `x`), wherever it is in the current order."
+    self.slider.value = int(np.flatnonzero(self.order == index)[0])
+
+@patch
+def neighbours(self:ReconstructionExplorer, index:int, k:int=5)->np.ndarray:
+    "Indices of the `k` samples whose latent codes are closest to that of sample `index` (empty without codes)."
+    if self.latents is None: return np.array([], dtype=int)
+    distances = ((self.latents - self.latents[index]) ** 2).sum(1)
+    distances[index] = np.inf
+    return np.argsort(distances, kind='stable')[:k]
 
 @patch
 def _reorder(self:ReconstructionExplorer, change=None):
@@ -512,8 +528,11 @@ def _draw(self:ReconstructionExplorer):
     rank = int((self.errors > self.errors[i]).sum()) + 1
     label = '' if self.labels is None else f" &middot; label <b>{html.escape(str(self.labels[i]))}</b>"
     source = '' if self._source is None else " &middot; from <code>{}</code> [{}]".format(*map(html.escape, map(str, self._source(i))))
+    near = ', '.join(map(str, self.neighbours(i)))
     self.info.value = (f"sample <b>{i}</b>{label} &middot; error <b>{self.errors[i]:.4g}</b> "
-                       f"(rank {rank} of {len(self.errors)}, 1 = worst){source}")
+                       f"(rank {rank} of {len(self.errors)}, 1 = worst){source}"
+                       + (f"<br><span style='color:#666'>nearest in latent space: {near}</span>" if near else ''))
+    self.jump.value = i
     if self.projection is not None: self.latent_image.value = self._draw_latent(i)
 
 @patch

@@ -146,6 +146,12 @@ def test_explorer_on_a_dataset():
     assert explorer.slider.value == 0 and explorer.index == int(np.argmax(explorer.errors))
     assert np.all(np.diff(explorer.errors[explorer.order]) <= 0)
     assert explorer.sample_image.value[:4] == b'\x89PNG' and explorer.latent_image.value[:4] == b'\x89PNG'
+    explorer.show(7)                                                     # jump by index, in sorted order too
+    assert explorer.index == 7 and explorer.jump.value == 7
+    explorer.jump.value = 30
+    assert explorer.index == 30 and explorer.slider.value == int(np.flatnonzero(explorer.order == 30)[0])
+    distances = ((explorer.latents - explorer.latents[30]) ** 2).sum(1)
+    assert set(explorer.neighbours(30, k=4)) == set(np.argsort(distances)[1:5])
 
 
 def test_explorer_reads_memory_maps_and_names_bad_input(tmp_path):
@@ -153,5 +159,7 @@ def test_explorer_reads_memory_maps_and_names_bad_input(tmp_path):
     x = np.load(tmp_path/'x.npy', mmap_mode='r', allow_pickle=False)
     explorer = ReconstructionExplorer(tiny_autoencoder((1, 8, 8)), x)
     assert len(explorer.errors) == 10 and explorer.labels is None
+    plain = ReconstructionExplorer(torch.nn.Sequential(torch.nn.Identity()), x)  # no encode: no latent view, no neighbours
+    assert plain.projection is None and len(plain.neighbours(0)) == 0 and 'nearest' not in plain.info.value
     with pytest.raises(ValueError, match=r'x must be samples \(N, C, H, W\)'): ReconstructionExplorer(tiny_autoencoder((1, 8, 8)), x[0])
     with pytest.raises(ValueError, match='x has no samples'): ReconstructionExplorer(tiny_autoencoder((1, 8, 8)), x[:0])
