@@ -4,9 +4,9 @@
 
 # %% ../nbs/05_widgets.ipynb #8982c6d6
 from __future__ import annotations
-import html, io, json, re, shlex, time, types, typing
+import html, io, json, re, shlex, time, typing
 from pathlib import Path
-from typing import Any, Callable, Literal, Union
+from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
