@@ -298,3 +298,15 @@ def test_a_signal_after_the_last_step_is_not_swallowed(tmp_path):
     with pytest.raises(TrainingInterrupted): trainer.train()
     assert trainer.position == (2, 0, 12)
     assert load_checkpoint(trainer.checkpoint_dir/'final_checkpoint.pth')['epoch'] == 2
+
+
+def test_calling_train_again_after_an_interruption_continues_exactly(tmp_path):
+    "In a notebook the interrupt button pauses training; `train()` again picks up at the same step."
+    straight = straight_run(tmp_path/'a')
+    def stop(trainer, b): trainer.request_stop(signal.SIGINT); return b
+    trainer = hooked_trainer(tmp_path/'b', 1, 2, stop)
+    with pytest.raises(TrainingInterrupted): trainer.train()
+    trainer.train_loader.epoch = -1   # the hook fires only once
+    trainer.train()
+    assert_same_weights(straight.model, trainer.model)
+    assert trainer.history['train_loss'] == straight.history['train_loss']
