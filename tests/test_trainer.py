@@ -1,5 +1,5 @@
 "`TrainerAE` in-process: exact resume, damaged checkpoints, kill -9 while writing, NaN loss, retention, signals, W&B."
-import os, signal, subprocess, sys, textwrap, time
+import os, signal, subprocess, sys, time
 from pathlib import Path
 
 import numpy as np
