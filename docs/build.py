@@ -185,17 +185,22 @@ def process(executed:Path, dest:Path, names:dict, documented:set):
 
 # ---- 3. API page and table of contents ----------------------------------------------------------------------
 def summary(obj)->str:
-    "First line of an object's docstring, for the API table."
+    "First line of an object's docstring for the API table; a constant's value when it has no docstring of its own."
     doc = inspect.getdoc(obj) or ''
+    if not (inspect.isclass(obj) or inspect.isroutine(obj) or inspect.ismodule(obj)) and doc in ('', inspect.getdoc(type(obj))):
+        value = repr(obj)
+        doc = f"`{value if len(value) <= 60 else value[:57] + '...'}`"
     return doc.splitlines()[0].replace('|', '\\|') if doc else ''
 
-def api_page(names:list[str], documented:set)->str:
+def api_page(names:list[str], documented:set, order:list[str]=())->str:
     "A page listing every public name by module, with entries for names that no chapter documents."
     lines = ["# API reference", "",
              "Every public name of the package, by module. Each name links to its entry in the chapter that "
              "explains it; names that no chapter documents get their entry here.", ""]
     modules = {}
     for full in names: modules.setdefault(full.rpartition('.')[0], []).append(full.rpartition('.')[2])
+    chapters = [m for m in order if m in modules]
+    modules = {m: modules[m] for m in chapters + sorted(set(modules) - set(chapters))}   # in chapter order
     for module, members in modules.items():
         mod = importlib.import_module(module)
         lines += [f"## {module}", "", summary(mod), "", "| name | summary |", "| --- | --- |"]
@@ -266,7 +271,8 @@ def main(argv=None)->int:
         page = path.relative_to(NBS).with_suffix('').as_posix()
         process(done, SRC/f"{page}.ipynb", short, documented)
         if page != 'index': pages.append(page)
-    (SRC/'api.md').write_text(api_page(names, documented), encoding='utf-8')
+    order = [default_exp(json.loads(p.read_text(encoding='utf-8'))) for p in paths]
+    (SRC/'api.md').write_text(api_page(names, documented, order), encoding='utf-8')
     add_toc(SRC/'index.ipynb', pages)
     if not args.no_vendor: vendor_widget_js()
 
