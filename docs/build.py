@@ -188,7 +188,7 @@ def summary(obj)->str:
     "First line of an object's docstring for the API table; a constant's value when it has no docstring of its own."
     doc = inspect.getdoc(obj) or ''
     if not (inspect.isclass(obj) or inspect.isroutine(obj) or inspect.ismodule(obj)) and doc in ('', inspect.getdoc(type(obj))):
-        value = repr(obj)
+        value = re.sub(r' at 0x[0-9a-f]+', '', repr(obj))
         doc = f"`{value if len(value) <= 60 else value[:57] + '...'}`"
     return doc.splitlines()[0].replace('|', '\\|') if doc else ''
 
