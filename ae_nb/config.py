@@ -75,7 +75,7 @@ class DataConfig(Section):
     npz_key: str | None = Field(None, description="Array to read from `.npz` files (default: the only array in the file).")
     layout: Literal['auto', 'HW', 'CHW', 'NHW', 'NCHW'] = Field('auto', description="Axis meaning of arrays in raw files when it is ambiguous.")
     skip_bad_files: bool = Field(False, description="Skip (and count) unreadable files instead of stopping with an error.")
-    batch_size: int = Field(64, ge=1, description="Samples per training step.")
+    batch_size: int = Field(32, ge=1, description="Samples per training step.")
     split: SplitConfig = Field(default_factory=SplitConfig, description="Train/validation/test split.")
     filters: FilterConfig = Field(default_factory=FilterConfig, description="Sample filters applied before the split.")
     normalize: Literal['minmax', 'standard', 'none'] = Field('minmax', description="Normalisation fitted on the train split only.")
@@ -91,7 +91,7 @@ class ModelConfig(Section):
     embedding_dim: int = Field(8, ge=1, description="Size of the latent code (the embedding).")
     channels: list[int] = Field([16, 32], min_length=1, description="Output channels of each encoder stage.")
     strides: list[Stride] = Field([2, 2], min_length=1, description="Stride of each stage: one number or [height, width].")
-    kernel_size: int = Field(3, ge=1, description="Convolution kernel size (odd keeps shapes simple).")
+    kernel_size: int = Field(3, ge=1, description="Convolution kernel size (odd, so every stage keeps exact shapes).")
     norm: Literal['batch', 'group', 'none'] = Field('batch', description="Normalisation layer after each convolution.")
     activation: Literal['relu', 'gelu', 'silu', 'leaky_relu'] = Field('relu', description="Hidden activation.")
     output_activation: Literal['sigmoid', 'tanh', 'none'] = Field('sigmoid', description="Activation of the reconstruction.")
@@ -105,6 +105,7 @@ class ModelConfig(Section):
             if len(pair) not in (1, 2) or any(v < 1 for v in pair):
                 raise ValueError(f"each stride must be a positive number or a [height, width] pair, got {s!r}")
         if any(c < 1 for c in self.channels): raise ValueError(f"channels must be positive, got {self.channels}")
+        if self.kernel_size % 2 == 0: raise ValueError(f"kernel_size must be odd, got {self.kernel_size}")
         return self
 
 # %% ../nbs/00_config.ipynb #05577c79
@@ -116,7 +117,7 @@ class CheckpointConfig(Section):
 class TrainingConfig(Section):
     "Optimisation, checkpoints, plots and restart."
     epochs: int = Field(30, ge=1, description="Number of epochs to train (a restart continues up to this number).")
-    learning_rate: float = Field(3e-3, gt=0, description="Peak learning rate.")
+    learning_rate: float = Field(1e-2, gt=0, description="Peak learning rate.")
     weight_decay: float = Field(1e-4, ge=0, description="Weight decay (decoupled for AdamW).")
     optimizer: Literal['adamw', 'adam', 'sgd'] = Field('adamw', description="Optimizer.")
     momentum: float = Field(0.9, ge=0, lt=1, description="Momentum for SGD.")
