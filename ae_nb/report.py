@@ -16,7 +16,8 @@ from torch import nn
 
 import ae_nb
 from .config import AEConfig, ConfigError, config_hash, run_dir as config_run_dir, validate_configuration
-from .data import DataSplits, load_or_create_datasets, normalize
+from .data import BadFileError, DataError, DataSplits, find_raw_files, load_or_create_datasets, normalize, read_raw_file
+from tqdm.auto import tqdm
 from .model import CNNAutoencoder, model_from_config
 from .trainer import CheckpointError, load_checkpoint
 
@@ -25,7 +26,8 @@ __all__ = ['per_sample_metrics', 'reconstruction_metrics', 'encode_array', 'fit_
            'anomaly_threshold', 'plot_best_worst', 'model_recon_fn', 'plot_error_histogram', 'plot_loss_curves',
            'embedding_map_2d', 'plot_embedding_map', 'data_range_for', 'evaluate_splits', 'write_per_sample_csv',
            'report_markdown', 'write_report', 'check_sample_shape', 'generate_full_report', 'load_model',
-           'stored_threshold', 'anomaly_scores', 'report_from_checkpoint', 'print_final_results']
+           'stored_threshold', 'anomaly_scores', 'report_from_checkpoint', 'file_samples', 'embed_files', 'score_files',
+           'print_final_results']
 
 # %% ../nbs/04_report.ipynb #8418099f
 def per_sample_metrics(x:np.ndarray,        # originals (N, C, H, W)
@@ -503,6 +505,59 @@ def report_from_checkpoint(path:str|Path,               # checkpoint to evaluate
     run_dir = Path(run_dir) if run_dir is not None else (path.parent.parent if path.parent.name == 'checkpoints' else path.parent)
     splits = load_or_create_datasets(config, log=log)
     return generate_full_report(model, splits, config, run_dir=run_dir, checkpoint=path, log=log)
+
+# %% ../nbs/04_report.ipynb #04e78fdb
+def file_samples(files:list[Path],           # raw files, e.g. from `find_raw_files(glob)`
+                 sample_shape:tuple,         # (C, H, W) the model expects
+                 npz_key:str|None=None,      # array to read from `.npz` files
+                 layout:str='auto',          # axes of 3-axis arrays: 'CHW' or 'NHW'
+                 skip_bad_files:bool=False,  # skip unreadable files (logged) instead of stopping
+                 log:Callable=print,         # where skipped files are reported
+                ):                           # yields (file, float32 samples (N, C, H, W))
+    "Yield the samples of each raw file, one file in memory at a time."
+    for f in files:
+        try: x = read_raw_file(f, npz_key, layout)
+        except BadFileError as e:
+            if not skip_bad_files: raise
+            log(f"skipped unreadable file: {e}"); continue
+        if tuple(x.shape[1:]) != tuple(sample_shape):
+            shape = lambda s: 'x'.join(map(str, s))
+            raise DataError(f"{f}: samples of shape {shape(x.shape[1:])}, but the model was trained on {shape(sample_shape)}")
+        yield f, x
+
+# %% ../nbs/04_report.ipynb #782bd713
+def _over_files(checkpoint, inputs, fn, device, skip_bad_files, npz_key, layout, log):
+    "Apply `fn(model, x, norm)` to the samples of every file; return the concatenated results and the index."
+    model, config, norm = load_model(checkpoint, device)
+    files = find_raw_files(inputs)
+    parts, index = [], []
+    for f, x in tqdm(file_samples(files, model.input_shape, npz_key, layout, skip_bad_files, log), total=len(files), unit='file', disable=None, leave=False):
+        parts.append(fn(model, x, norm))
+        index += [(str(f), i) for i in range(len(x))]
+    return parts, index
+
+def embed_files(checkpoint:str|Path,      # any ae_nb checkpoint
+                inputs:str|list[str],     # glob(s) of raw files or folders
+                batch_size:int=256,       # samples per forward pass
+                device='cpu',             # where the model runs
+                skip_bad_files:bool=False, # skip unreadable files instead of stopping
+                npz_key:str|None=None, layout:str='auto', log:Callable=print,
+               )->tuple[np.ndarray, list]: # embeddings (N, E) and [(file, position)] per row
+    "Embeddings of every sample in the raw files matching `inputs`."
+    parts, index = _over_files(checkpoint, inputs, lambda m, x, n: encode_array(m, x, n, batch_size), device, skip_bad_files, npz_key, layout, log)
+    return (np.concatenate(parts) if parts else np.empty((0, 0), np.float32)), index
+
+def score_files(checkpoint:str|Path,      # any ae_nb checkpoint
+                inputs:str|list[str],     # glob(s) of raw files or folders
+                threshold:float|None=None, # flag samples above this MSE (default: the run's report threshold)
+                batch_size:int=256, device='cpu', skip_bad_files:bool=False,
+                npz_key:str|None=None, layout:str='auto', log:Callable=print,
+               )->dict:                   # 'mse' (N,), 'flagged' (N,) or None, 'threshold', 'index'
+    "Per-sample reconstruction errors of the raw files matching `inputs`, flagged against a threshold."
+    threshold = stored_threshold(checkpoint) if threshold is None else threshold
+    parts, index = _over_files(checkpoint, inputs, lambda m, x, n: anomaly_scores(m, x, n, None, batch_size)['mse'], device, skip_bad_files, npz_key, layout, log)
+    mse = np.concatenate(parts) if parts else np.empty(0, np.float32)
+    return {'mse': mse, 'flagged': None if threshold is None else mse > threshold, 'threshold': threshold, 'index': index}
 
 # %% ../nbs/04_report.ipynb #2a9e58b5
 def print_final_results(results:dict,        # from `generate_full_report`, plus what the caller adds
