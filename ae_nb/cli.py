@@ -14,7 +14,7 @@ from .config import (AEConfig, ConfigError, apply_config_overrides, config_to_ya
 # %% auto #0
 __all__ = ['EXIT_OK', 'EXIT_ERROR', 'EXIT_SIGINT', 'EXIT_SIGTERM', 'parse_arguments', 'resolve_config', 'setup_logging',
            'Environment', 'setup_environment', 'resume_command', 'exit_code_for', 'handle_training_interruption',
-           'main', 'cli_main']
+           'main', 'cli_main', 'report_main', 'embed_main', 'score_main']
 
 # %% ../nbs/06_cli.ipynb #596725ad
 EXIT_OK, EXIT_ERROR, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 130, 143
@@ -179,3 +179,100 @@ def cli_main(argv:list[str]|None=None, # arguments (default: `sys.argv[1:]`)
     if args.dry_run: print(config_to_yaml(config), end=''); sys.exit(EXIT_OK)
     if args.validate_config: print('valid'); sys.exit(EXIT_OK)
     sys.exit(main(config))
+
+# %% ../nbs/06_cli.ipynb #297ac69c
+def _tool_parser(prog:str, description:str)->argparse.ArgumentParser:
+    "Parser with the arguments every checkpoint tool takes."
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument('--checkpoint', required=True, metavar='PATH', help="any ae_nb checkpoint (best.pth, final_checkpoint.pth, ...)")
+    p.add_argument('--device', default='cpu', help="where the model runs: cpu, cuda, cuda:N or mps (default: cpu)")
+    p.add_argument('--batch-size', type=int, default=256, help="samples per forward pass (default: 256)")
+    return p
+
+def _add_input_args(p:argparse.ArgumentParser):
+    "Arguments that say which raw files to read and how."
+    p.add_argument('--input', required=True, action='append', metavar='GLOB', help="raw files or folders (repeatable), e.g. '/vol/data/2025_*'")
+    p.add_argument('--skip-bad-files', action='store_true', help="skip unreadable files instead of stopping")
+    p.add_argument('--npz-key', help="array to read from .npz files (default: the only one)")
+    p.add_argument('--layout', default='auto', choices=['auto', 'HW', 'CHW', 'NHW', 'NCHW'], help="axes of 3-axis arrays")
+
+def _tool_main(run, argv:list[str]|None):
+    "Run a checkpoint tool: user mistakes become one line on stderr and exit code 1."
+    from ae_nb.data import DataError
+    from ae_nb.trainer import CheckpointError
+    try: run(argv)
+    except (CheckpointError, DataError, ConfigError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(EXIT_ERROR)
+    except KeyboardInterrupt: sys.exit(EXIT_SIGINT)
+    sys.exit(EXIT_OK)
+
+# %% ../nbs/06_cli.ipynb #beaf8e7b
+def _write_atomic(path:Path, write):
+    "Call `write(tmp_path)`, then rename the temporary file to `path`."
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally: tmp.unlink(missing_ok=True)
+
+def _write_csv(path:Path, header:list[str], rows):
+    "Write `rows` under `header` to the CSV file `path`, atomically."
+    import csv
+    def write(tmp):
+        with open(tmp, 'w', newline='', encoding='utf-8') as f:
+            w = csv.writer(f)
+            w.writerow(header)
+            w.writerows(rows)
+    _write_atomic(path, write)
+
+# %% ../nbs/06_cli.ipynb #5ddcbef3
+def _report(argv):
+    p = _tool_parser('ae_report', "Regenerate a run's test-set report from a checkpoint, without retraining.")
+    p.add_argument('--output', metavar='DIR', help="run folder that receives report/ (default: the checkpoint's run folder)")
+    args = p.parse_args(argv)
+    from ae_nb.report import print_final_results, report_from_checkpoint
+    results = report_from_checkpoint(args.checkpoint, run_dir=args.output)
+    print_final_results(results)
+
+def report_main(argv:list[str]|None=None):
+    "Entry point of `ae_report`."
+    _tool_main(_report, argv)
+
+# %% ../nbs/06_cli.ipynb #c7c8f52f
+def _embed(argv):
+    p = _tool_parser('ae_embed', "Write the embeddings of raw files: FILE.npy, and FILE.csv mapping each row to its file and position.")
+    _add_input_args(p)
+    p.add_argument('--output', required=True, metavar='FILE', help="embeddings file (.npy); the index goes next to it as .csv")
+    args = p.parse_args(argv)
+    import numpy as np
+    from ae_nb.report import embed_files
+    codes, index = embed_files(args.checkpoint, args.input, args.batch_size, args.device, args.skip_bad_files, args.npz_key, args.layout)
+    out = Path(args.output).with_suffix('.npy')
+    _write_atomic(out, lambda tmp: np.save(tmp, codes))
+    _write_csv(out.with_suffix('.csv'), ['row', 'file', 'position'], ((i, f, pos) for i, (f, pos) in enumerate(index)))
+    print(f"{codes.shape[0]} embeddings of size {codes.shape[1]} -> {out} (index: {out.with_suffix('.csv')})")
+
+def embed_main(argv:list[str]|None=None):
+    "Entry point of `ae_embed`."
+    _tool_main(_embed, argv)
+
+# %% ../nbs/06_cli.ipynb #901ea134
+def _score(argv):
+    p = _tool_parser('ae_score', "Write per-sample reconstruction errors of raw files, flagged against the run's anomaly threshold.")
+    _add_input_args(p)
+    p.add_argument('--output', required=True, metavar='FILE', help="scores file (.csv: file, position, mse, flagged)")
+    p.add_argument('--threshold', type=float, help="flag samples above this MSE (default: the threshold in the run's report)")
+    args = p.parse_args(argv)
+    from ae_nb.report import score_files
+    s = score_files(args.checkpoint, args.input, args.threshold, args.batch_size, args.device, args.skip_bad_files, args.npz_key, args.layout)
+    flags = s['flagged'] if s['flagged'] is not None else [''] * len(s['mse'])
+    rows = ((f, pos, f"{m:.6g}", flag if flag == '' else int(flag)) for (f, pos), m, flag in zip(s['index'], s['mse'], flags))
+    _write_csv(Path(args.output), ['file', 'position', 'mse', 'flagged'], rows)
+    summary = f"{int(sum(flags))} of {len(s['mse'])} flagged above {s['threshold']:.4g}" if s['threshold'] is not None else "no threshold: nothing flagged"
+    print(f"{len(s['mse'])} samples scored -> {args.output} ({summary})")
+
+def score_main(argv:list[str]|None=None):
+    "Entry point of `ae_score`."
+    _tool_main(_score, argv)
