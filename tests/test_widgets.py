@@ -50,7 +50,7 @@ def test_editor_changes_update_the_config_and_errors_show_beside_fields():
     editor.fields['data.batch_size'].value = 0
     assert not editor.valid and editor.save_button.disabled and editor.train_button.disabled
     assert 'greater than or equal to 1' in editor.error_labels['data.batch_size'].value
-    assert editor.config.data.batch_size == 64                       # last valid config is kept
+    assert editor.config.data.batch_size == AEConfig().data.batch_size  # last valid config is kept
     assert any(p.startswith('data.batch_size:') for p in editor.problems)
     assert '1 problem' in editor.status.value
 
