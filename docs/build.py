@@ -17,7 +17,7 @@
 5. Run Sphinx with `-W --keep-going`: any warning fails the build.
 """
 from __future__ import annotations
-import argparse, functools, hashlib, importlib, inspect, json, os, re, shutil, subprocess, sys, tarfile, tempfile
+import argparse, functools, hashlib, importlib, inspect, json, os, re, shutil, subprocess, sys, tarfile, tempfile, time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -108,8 +108,8 @@ def autodoc_directive(full:str)->str:
     raise ValueError(f"cannot import {full}")
 
 def autodoc_block(full:str)->str:
-    "A MyST block with the autodoc entry of `full` (autodoc writes reST, so the entry sits in `eval-rst`)."
-    return f"```{{eval-rst}}\n.. {autodoc_directive(full)}:: {full}\n```"
+    "A MyST block with the autodoc entry of `full` (autodoc writes reST, so the entry sits in an `{rst}` block)."
+    return f"```{{rst}}\n.. {autodoc_directive(full)}:: {full}\n```"
 
 _SHOW_DOC = re.compile(r'^\s*show_doc\(\s*([\w.]+)\s*(?:,[^)]*)?\)\s*$')
 
@@ -259,9 +259,11 @@ def main(argv=None)->int:
                       PYDEVD_DISABLE_FILE_VALIDATION='1')
     if args.no_cache: shutil.rmtree(EXECUTED, ignore_errors=True)
     paths = notebooks()
+    start, cached = time.perf_counter(), sum(any(EXECUTED.glob(f"*-{notebook_key(p)}.ipynb")) for p in paths)
     try:
         with ProcessPoolExecutor(max(1, args.jobs)) as pool: executed = list(pool.map(execute, paths))
     except RuntimeError as e: print(e, file=sys.stderr); return 1
+    print(f"docs: {len(paths)} notebooks ready ({cached} from the cache) in {time.perf_counter() - start:.0f} s")
 
     shutil.rmtree(SRC, ignore_errors=True)
     names, documented, pages = public_names(), set(), []
@@ -278,9 +280,11 @@ def main(argv=None)->int:
 
     shutil.rmtree(HTML, ignore_errors=True)          # no page of an earlier build survives
     cmd = [sys.executable, '-m', 'sphinx', '-W', '--keep-going', '-E', '-q', '-b', 'html', '-c', str(DOCS), str(SRC), str(HTML)]
+    start = time.perf_counter()
     res = subprocess.run(cmd, cwd=ROOT)
     if res.returncode: print("docs: Sphinx reported warnings or errors (see above)"); return res.returncode
-    print(f"docs: built {HTML.relative_to(ROOT)}/index.html ({len(pages) + 1} notebook pages and the API page)")
+    print(f"docs: built {HTML.relative_to(ROOT)}/index.html ({len(pages) + 1} notebook pages and the API page; "
+          f"Sphinx took {time.perf_counter() - start:.0f} s)")
     return 0
 
 if __name__ == '__main__': sys.exit(main())

@@ -11,7 +11,7 @@ ROOT = DOCS.parent
 sys.path.insert(0, str(DOCS))          # docs_helpers
 sys.path.insert(0, str(ROOT))          # the package, also when it is not installed
 
-from docs_helpers import docments_fields, read_settings, vendored_widget_js
+from docs_helpers import docments_fields, read_settings, rst_directive, vendored_widget_js
 
 settings = read_settings(ROOT/'settings.ini')
 project = settings['lib_name']
@@ -64,6 +64,7 @@ def _markdown_safe(app, what, name, obj, options, lines):
 
 
 def setup(app):
+    app.add_directive('rst', rst_directive())
     app.connect('autodoc-process-docstring', _no_type_docstring, priority=300)
     app.connect('autodoc-process-docstring', _markdown_safe, priority=400)
     app.connect('autodoc-process-docstring', _docments_hook, priority=600)

@@ -38,3 +38,27 @@ def vendored_widget_js(vendor:Path)->dict:
     "myst-nb's `nb_ipywidgets_js` for the vendored widget manager, or {} (no widget JavaScript, no CDN) without it."
     if not all((vendor/name).is_file() for name in WIDGET_JS): return {}
     return {name: {} for name in WIDGET_JS}
+
+
+def rst_directive():
+    """A MyST directive, `{rst}`, that parses its content as reST, like `{eval-rst}`.
+
+    `{eval-rst}` pads the text with one blank line per line of the notebook before it so that warnings point at
+    the right line; in a notebook page myst-nb numbers cell *i* from line 10,000 * (i + 1), so every API entry
+    would make docutils walk hundreds of thousands of blank lines (minutes for a chapter). Here the content is
+    parsed as it is; a warning names the page and the entry instead of a line.
+    """
+    from docutils.utils import new_document
+    from myst_parser.mocking import MockRSTParser
+    from sphinx.util.docutils import SphinxDirective
+
+    class RstDirective(SphinxDirective):
+        has_content = True
+        def run(self):
+            doc = new_document(self.state.document['source'], self.state.document.settings)
+            doc.reporter = self.state.document.reporter
+            MockRSTParser().parse('\n'.join(self.content), doc)
+            for node in doc:
+                if node['names']: self.state.document.note_explicit_target(node, node)
+            return list(doc.children)
+    return RstDirective

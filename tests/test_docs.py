@@ -36,7 +36,7 @@ def test_autodoc_entries_match_the_kind_of_object():
     assert build.autodoc_directive('ae_nb.config.Stride') == 'autodata'
     assert build.autodoc_directive('ae_nb.widgets.ConfigEditor.save') == 'automethod'
     assert build.autodoc_directive('ae_nb.widgets.ReconstructionExplorer.order') == 'autoproperty'
-    assert build.autodoc_block('ae_nb.config.run_dir') == "```{eval-rst}\n.. autofunction:: ae_nb.config.run_dir\n```"
+    assert build.autodoc_block('ae_nb.config.run_dir') == "```{rst}\n.. autofunction:: ae_nb.config.run_dir\n```"
 
 
 def test_docments_become_parameter_docs_and_markdown_is_escaped():
