@@ -12,9 +12,9 @@ from .config import (AEConfig, ConfigError, apply_config_overrides, config_to_ya
                           run_dir, validate_configuration)
 
 # %% auto #0
-__all__ = ['EXIT_OK', 'EXIT_ERROR', 'EXIT_SIGINT', 'EXIT_SIGTERM', 'parse_arguments', 'resolve_config', 'setup_logging',
-           'Environment', 'setup_environment', 'resume_command', 'exit_code_for', 'handle_training_interruption',
-           'main', 'cli_main', 'report_main', 'embed_main', 'score_main']
+__all__ = ['EXIT_OK', 'EXIT_ERROR', 'EXIT_SIGINT', 'EXIT_SIGTERM', 'SMALL_STEP_FLOPS', 'parse_arguments', 'resolve_config',
+           'setup_logging', 'Environment', 'setup_environment', 'auto_threads', 'resume_command', 'exit_code_for',
+           'handle_training_interruption', 'main', 'cli_main', 'report_main', 'embed_main', 'score_main']
 
 # %% ../nbs/06_cli.ipynb #596725ad
 EXIT_OK, EXIT_ERROR, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 130, 143
@@ -82,6 +82,21 @@ def setup_environment(config:AEConfig)->Environment:
     log.info(f"ae_nb run '{config.experiment.name}' in {folder.resolve()}")
     return Environment(config, folder, log)
 
+# %% ../nbs/06_cli.ipynb #3de88e8d
+SMALL_STEP_FLOPS = 1e9  # forward + backward work per step below which one CPU thread is fastest
+
+def auto_threads(model,              # the autoencoder, with `input_shape`
+                 batch_size:int,     # samples per training step
+                )->int|None:         # 1 for small models, None to keep PyTorch's choice
+    "CPU threads for training `model`: one when a step is too small to share between cores."
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter: model(torch.zeros(1, *model.input_shape))
+    model.train(was_training)
+    return 1 if 3 * counter.get_total_flops() * batch_size < SMALL_STEP_FLOPS else None
+
 # %% ../nbs/06_cli.ipynb #b6bdbf48
 def resume_command(config:AEConfig)->str:
     "The shell command that resumes this run from its newest valid checkpoint."
@@ -139,6 +154,7 @@ def main(config:AEConfig)->int:
     from ae_nb.model import model_from_config
     from ae_nb.trainer import TrainerAE, get_training_params, log_hyperparameters
     from ae_nb.report import generate_full_report, print_final_results
+    import torch
     start, trainer = time.time(), None
     log = setup_logging(config.logging.level)
     with _SignalHandlers():
@@ -148,6 +164,8 @@ def main(config:AEConfig)->int:
             train_loader, val_loader, test_loader = make_loaders(splits, config)
             print_inputdata_stats(splits, log=log.info)
             model = model_from_config(config.model, splits.sample_shape)
+            if config.resources.threads is None and (threads := auto_threads(model, config.data.batch_size)):
+                torch.set_num_threads(threads)
             trainer = TrainerAE(model, config, train_loader, val_loader, norm=splits.norm,
                                 data_fingerprint=splits.fingerprint, run_dir=env.run_dir, log=log.info)
             log_hyperparameters(config, get_training_params(config), log.info)

@@ -144,7 +144,7 @@ class ResourcesConfig(Section):
     pin_memory: bool = Field(True, description="Pin host memory for faster copies to a GPU.")
     persistent_workers: bool = Field(False, description="Keep DataLoader workers alive between epochs.")
     prefetch_factor: int = Field(2, ge=1, description="Batches prefetched per worker.")
-    threads: int | None = Field(None, ge=1, description="CPU threads for PyTorch (default: PyTorch's choice).")
+    threads: int | None = Field(None, ge=1, description="CPU threads for PyTorch (default: one for small models, PyTorch's choice for large ones).")
 
     @field_validator('device')
     @classmethod
