@@ -20,13 +20,14 @@ from __future__ import annotations
 import argparse, functools, hashlib, importlib, inspect, json, os, re, shutil, subprocess, sys, tarfile, tempfile, time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
 BUILD = DOCS/'_build'
 SRC, HTML, EXECUTED, VENDOR = BUILD/'src', BUILD/'html', BUILD/'executed', BUILD/'vendor'
 sys.path[:0] = [str(DOCS), str(ROOT)]     # helpers, and the package of this tree
-from docs_helpers import WIDGET_JS, read_settings
+from docs_helpers import WIDGET_JS, read_settings, source_stamp
 
 SETTINGS = read_settings(ROOT/'settings.ini')
 LIB, NBS = SETTINGS['lib_name'], ROOT/SETTINGS.get('nbs_path', 'nbs')
@@ -155,6 +156,21 @@ class link_names:
         link = lambda m: f"{{py:obj}}`{m[1]} <{self.names[m[1]]}>`" if m[1] in self.names else m[0]
         cell.source = ''.join(p if p.startswith('```') else re.sub(r'(?<![`\w])`([A-Za-z_][\w]*)`(?![`\w])', link, p) for p in parts)
 
+_LOCAL_FILE = re.compile(r'!\[[^\]]*\]\(<?([^)\s>]+)|<img[^>]*\ssrc="([^"]+)"')
+
+def copy_local_files(cells:list, notebook:Path, dest:Path):
+    "Copy the files (images) that markdown cells of `notebook` refer to by relative path next to its processed copy."
+    for cell in cells:
+        if cell.cell_type != 'markdown': continue
+        for m in _LOCAL_FILE.finditer(cell.source):
+            ref = unquote((m[1] or m[2]).split('#')[0])
+            if not ref or urlsplit(ref).scheme or ref.startswith('/'): continue
+            src = (notebook.parent/ref).resolve()
+            if src.is_file() and NBS in src.parents:
+                target = dest.parent/ref
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, target)
+
 def default_exp(nb:dict)->str|None:
     "The module a notebook exports to (`#| default_exp`), as a dotted name."
     for cell in nb['cells']:
@@ -162,7 +178,7 @@ def default_exp(nb:dict)->str|None:
             return f"{LIB}.{name}"
     return None
 
-def process(executed:Path, dest:Path, names:dict, documented:set):
+def process(notebook:Path, executed:Path, dest:Path, names:dict, documented:set):
     "Run nbdev's documentation processors (and ours) over an executed notebook and write it for myst-nb."
     from execnb.nbio import dict2nb, write_nb
     from nbdev.process import NBProcessor
@@ -181,6 +197,7 @@ def process(executed:Path, dest:Path, names:dict, documented:set):
             if not key.endswith('_'): del cell[key]
     dest.parent.mkdir(parents=True, exist_ok=True)
     write_nb(nb, dest)
+    copy_local_files(nb.cells, notebook, dest)
 
 
 # ---- 3. API page and table of contents ----------------------------------------------------------------------
@@ -258,7 +275,7 @@ def main(argv=None)->int:
     os.environ.update(WANDB_MODE='disabled', WANDB_SILENT='true', MPLBACKEND='module://matplotlib_inline.backend_inline',
                       PYDEVD_DISABLE_FILE_VALIDATION='1')
     if args.no_cache: shutil.rmtree(EXECUTED, ignore_errors=True)
-    paths = notebooks()
+    paths, stamp = notebooks(), source_stamp(ROOT)
     start, cached = time.perf_counter(), sum(any(EXECUTED.glob(f"*-{notebook_key(p)}.ipynb")) for p in paths)
     try:
         with ProcessPoolExecutor(max(1, args.jobs)) as pool: executed = list(pool.map(execute, paths))
@@ -271,7 +288,7 @@ def main(argv=None)->int:
     for full in names: short.setdefault(full.rpartition('.')[2], full)
     for path, done in zip(paths, executed):
         page = path.relative_to(NBS).with_suffix('').as_posix()
-        process(done, SRC/f"{page}.ipynb", short, documented)
+        process(path, done, SRC/f"{page}.ipynb", short, documented)
         if page != 'index': pages.append(page)
     order = [default_exp(json.loads(p.read_text(encoding='utf-8'))) for p in paths]
     (SRC/'api.md').write_text(api_page(names, documented, order), encoding='utf-8')
@@ -283,6 +300,7 @@ def main(argv=None)->int:
     start = time.perf_counter()
     res = subprocess.run(cmd, cwd=ROOT)
     if res.returncode: print("docs: Sphinx reported warnings or errors (see above)"); return res.returncode
+    (HTML/'.source-stamp').write_text(stamp)
     print(f"docs: built {HTML.relative_to(ROOT)}/index.html ({len(pages) + 1} notebook pages and the API page; "
           f"Sphinx took {time.perf_counter() - start:.0f} s)")
     return 0

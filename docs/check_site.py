@@ -17,7 +17,7 @@ from urllib.parse import unquote, urlsplit
 DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
 sys.path[:0] = [str(DOCS), str(ROOT)]
-from docs_helpers import read_settings
+from docs_helpers import read_settings, source_stamp
 
 LIB = read_settings(ROOT/'settings.ini')['lib_name']
 SITE = DOCS/'_build'/'html'
@@ -33,6 +33,7 @@ class _Page(html.parser.HTMLParser):
         a = dict(attrs)
         if a.get('id'): self.ids.add(a['id'])
         if tag == 'a' and a.get('href'): self.links.append(a['href'])
+        if tag == 'img' and a.get('src') and not a['src'].startswith(('data:', 'blob:')): self.links.append(a['src'])
 
 def parse(path:Path)->_Page:
     page = _Page()
@@ -51,7 +52,7 @@ def expected_pages(site:Path)->list[str]:
     return sorted(set(names) | {'index.html', 'api.html', 'search.html', 'genindex.html'})
 
 def check_links(site:Path)->list[str]:
-    "Every internal link resolves to a file of the site, and its #anchor to an id of that page."
+    "Every internal link and image resolves to a file of the site, and a link's #anchor to an id of that page."
     parsed = {p: parse(p) for p in pages(site)}
     problems = []
     for page, info in parsed.items():
@@ -74,6 +75,11 @@ def check_api(site:Path)->list[str]:
     "Every public name of the package has an API entry (an element with its full name as id)."
     ids = set().union(*(parse(p).ids for p in pages(site) if '_modules' not in p.parts))
     return [f"no API entry for {name}" for name in public_names() if name not in ids]
+
+def is_stale(site:Path)->bool:
+    "Whether the site was built from other notebooks or package sources than the ones in the tree now."
+    stamp = site/'.source-stamp'
+    return not stamp.exists() or stamp.read_text().strip() != source_stamp(ROOT)
 
 def check_pages(site:Path)->list[str]:
     return [f"missing page {name}" for name in expected_pages(site) if not (site/name).exists()]
@@ -174,6 +180,8 @@ def check_in_browser(site:Path, binary:str, shots:Path=SHOTS)->list[str]:
             if not b.eval("document.querySelector('article') !== null && document.title.length > 0"):
                 problems.append(f"{name}: page did not load")
             problems += [f"{name}: JavaScript error: {e.splitlines()[0]}" for e in b.errors()]
+            broken = b.eval("[...document.images].filter(i => !i.classList.contains('widget-image') && !(i.complete && i.naturalWidth > 0)).map(i => i.src)")
+            problems += [f"{name}: image did not load: {src}" for src in broken]
         b.open((site/'index.html').as_uri()); b.screenshot(shots/'home.png')
         b.open((site/'api.html').as_uri()); b.screenshot(shots/'api.png')
 
@@ -199,6 +207,7 @@ def main(argv=None)->int:
     args = sys.argv[1:] if argv is None else argv
     site = Path(args[0]) if args else SITE
     if not (site/'index.html').exists(): print(f"{site}: no site built (run make -C docs html)"); return 1
+    if is_stale(site): print(f"check_site: {site} was built from older sources: rebuild it (make -C docs html)")
     problems = check_pages(site) + check_links(site) + check_api(site)
     binary = chromium_path()
     if binary: problems += check_in_browser(site, binary)

@@ -62,3 +62,14 @@ def rst_directive():
                 if node['names']: self.state.document.note_explicit_target(node, node)
             return list(doc.children)
     return RstDirective
+
+
+def source_stamp(root:Path)->str:
+    "A hash of the notebooks and package sources a site is built from (to tell a stale site from a fresh one)."
+    import hashlib
+    settings = read_settings(root/'settings.ini')
+    files = sorted((root/settings.get('nbs_path', 'nbs')).rglob('*.ipynb')) + sorted((root/settings['lib_name']).glob('*.py'))
+    h = hashlib.sha256()
+    for p in files:
+        if p.name != '_modidx.py' and '.ipynb_checkpoints' not in p.parts: h.update(p.relative_to(root).as_posix().encode() + p.read_bytes())
+    return h.hexdigest()[:16]

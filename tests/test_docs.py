@@ -19,7 +19,8 @@ def _load(name):
 
 build, check_site = _load('build'), _load('check_site')
 
-needs_site = pytest.mark.skipif(not (SITE/'index.html').exists(), reason="docs not built: run make -C docs html")
+needs_site = pytest.mark.skipif(not (SITE/'index.html').exists() or check_site.is_stale(SITE),
+                                reason="docs not built from the current sources: run make -C docs html")
 needs_browser = pytest.mark.skipif(check_site.chromium_path() is None, reason="no Chromium (/usr/bin/chromium)")
 
 
