@@ -7,17 +7,18 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS, SITE = ROOT/'docs', ROOT/'docs'/'_build'/'html'
-sys.path[:0] = [str(DOCS)]
-from docs_helpers import docments_fields, escape_rst
-
 def _load(name):
-    "Load docs/NAME.py under a private module name (so it never shadows an installed package)."
-    spec = importlib.util.spec_from_file_location(f"ae_nb_docs_{name}", DOCS/f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    "Load docs/NAME.py under a private module name, leaving sys.path as it was (docs/build.py must not shadow `build`)."
+    saved = list(sys.path)
+    try:
+        spec = importlib.util.spec_from_file_location(f"ae_nb_docs_{name}", DOCS/f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally: sys.path[:] = saved
 
-build, check_site = _load('build'), _load('check_site')
+helpers, build, check_site = _load('docs_helpers'), _load('build'), _load('check_site')
+docments_fields, escape_rst = helpers.docments_fields, helpers.escape_rst
 
 needs_site = pytest.mark.skipif(not (SITE/'index.html').exists() or check_site.is_stale(SITE),
                                 reason="docs not built from the current sources: run make -C docs html")
