@@ -126,12 +126,20 @@ class show_docs_in_order:
             i = max(j, i + 1)
 
 class to_autodoc:
-    "Replace each `show_doc(name)` cell with an autodoc entry for `name` in the notebook's module."
-    def __init__(self, module:str|None, documented:set): self.module, self.documented = module, documented
+    "Replace each `show_doc(name)` cell with an autodoc entry for `name` (in the notebook's module, else where it is exported)."
+    def __init__(self, module:str|None, documented:set, names:dict):
+        self.module, self.documented, self.names = module, documented, names
+    def full_name(self, name:str)->str:
+        head, _, rest = name.partition('.')
+        module = importlib.import_module(self.module) if self.module else None
+        if head in getattr(module, '__all__', ()): return f"{self.module}.{name}"
+        if head in self.names: return self.names[head] + (f".{rest}" if rest else '')
+        if hasattr(module, head): return f"{self.module}.{name}"
+        raise ValueError(f"show_doc({name}): {name} is neither in {self.module} nor a public name of {LIB}")
     def __call__(self, cell):
         m = _SHOW_DOC.match(cell.source) if cell.cell_type == 'code' else None
         if not m: return
-        full = f"{self.module}.{m[1]}" if self.module else m[1]
+        full = self.full_name(m[1])
         cell.cell_type, cell.source, cell.outputs = 'markdown', autodoc_block(full), []
         cell.pop('execution_count', None)
         self.documented.add(full)
@@ -188,7 +196,7 @@ def process(notebook:Path, executed:Path, dest:Path, names:dict, documented:set)
     nb = dict2nb(raw)
     procs = [populate_language, add_show_docs, show_docs_in_order, strip_ansi, hide_line, filter_stream_, rm_header_dash, rm_export,
              clean_magics, hide_, mv_exports, strip_hidden_metadata, cell_options,
-             to_autodoc(default_exp(raw), documented), link_names(names)]
+             to_autodoc(default_exp(raw), documented, names), link_names(names)]
     NBProcessor(procs=procs, nb=nb).process()
     allowed = {'code': {'id', 'cell_type', 'metadata', 'source', 'outputs', 'execution_count'}}
     for cell in nb.cells:

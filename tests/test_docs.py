@@ -41,6 +41,13 @@ def test_autodoc_entries_match_the_kind_of_object():
     assert build.autodoc_block('ae_nb.config.run_dir') == "```{rst}\n.. autofunction:: ae_nb.config.run_dir\n```"
 
 
+def test_show_doc_names_resolve_to_the_module_that_exports_them():
+    to_doc = build.to_autodoc('ae_nb.widgets', set(), {'load_config': 'ae_nb.config.load_config'})
+    assert to_doc.full_name('ConfigEditor.save') == 'ae_nb.widgets.ConfigEditor.save'
+    assert to_doc.full_name('load_config') == 'ae_nb.config.load_config'
+    with pytest.raises(ValueError, match='nowhere is neither in ae_nb.widgets'): to_doc.full_name('nowhere')
+
+
 def test_docments_become_parameter_docs_and_markdown_is_escaped():
     from ae_nb.config import ModelConfig, load_config
     assert docments_fields(load_config) == [":param path: YAML file; `None` for the packaged default",
