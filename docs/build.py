@@ -197,7 +197,8 @@ def process(notebook:Path, executed:Path, dest:Path, names:dict, documented:set)
     procs = [populate_language, add_show_docs, show_docs_in_order, strip_ansi, hide_line, filter_stream_, rm_header_dash, rm_export,
              clean_magics, hide_, mv_exports, strip_hidden_metadata, cell_options,
              to_autodoc(default_exp(raw), documented, names), link_names(names)]
-    NBProcessor(procs=procs, nb=nb).process()
+    try: NBProcessor(procs=procs, nb=nb).process()
+    except Exception as e: raise RuntimeError(f"{notebook.relative_to(ROOT)}: {e}") from e
     allowed = {'code': {'id', 'cell_type', 'metadata', 'source', 'outputs', 'execution_count'}}
     for cell in nb.cells:
         cell.metadata.pop('language', None)
@@ -296,7 +297,8 @@ def main(argv=None)->int:
     for full in names: short.setdefault(full.rpartition('.')[2], full)
     for path, done in zip(paths, executed):
         page = path.relative_to(NBS).with_suffix('').as_posix()
-        process(path, done, SRC/f"{page}.ipynb", short, documented)
+        try: process(path, done, SRC/f"{page}.ipynb", short, documented)
+        except RuntimeError as e: print(f"docs: {e}", file=sys.stderr); return 1
         if page != 'index': pages.append(page)
     order = [default_exp(json.loads(p.read_text(encoding='utf-8'))) for p in paths]
     (SRC/'api.md').write_text(api_page(names, documented, order), encoding='utf-8')
