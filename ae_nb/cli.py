@@ -69,13 +69,19 @@ class Environment:
     run_dir: Path          # results_dir/name
     log: logging.Logger    # console + train.log
 
-def setup_environment(config:AEConfig)->Environment:
+def setup_environment(config:AEConfig, # resolved configuration
+                      rank:int=0,       # process rank of a distributed run: only rank 0 writes files and logs
+                     )->Environment:
     "Set threads, seeds and determinism, create the run folder, write `config.yaml`, start logging."
     import torch
     from ae_nb.trainer import seed_everything
     if config.resources.threads: torch.set_num_threads(config.resources.threads)
     seed_everything(config.experiment.seed, config.experiment.deterministic)
     folder = run_dir(config)
+    if rank:  # other processes stay quiet: errors only, marked with their rank, and no files
+        log = setup_logging('ERROR')
+        log.handlers[0].setFormatter(logging.Formatter(f"[rank {rank}] %(message)s"))
+        return Environment(config, folder, log)
     folder.mkdir(parents=True, exist_ok=True)
     (folder/'config.yaml').write_text(config_to_yaml(config), encoding='utf-8')
     log = setup_logging(config.logging.level, folder/'train.log')
@@ -102,6 +108,8 @@ def resume_command(config:AEConfig)->str:
     "The shell command that resumes this run from its newest valid checkpoint."
     cfg_file = run_dir(config)/'config.yaml'
     cmd = f"ae_train --config {shlex.quote(str(cfg_file))} --restart auto"
+    if int(os.environ.get('WORLD_SIZE', '1')) > 1:  # launched by torchrun: resume the same way
+        cmd = f"torchrun --nproc_per_node={os.environ.get('LOCAL_WORLD_SIZE', 1)} -m ae_nb.cli " + cmd.removeprefix('ae_train ')
     return cmd if cfg_file.is_absolute() else f"cd {shlex.quote(os.getcwd())} && {cmd}"
 
 # %% ../nbs/06_cli.ipynb #70a13e23
@@ -152,16 +160,18 @@ def main(config:AEConfig)->int:
     "Train, report and save one run described by `config`; return the exit code."
     from ae_nb.data import load_or_create_datasets, make_loaders, print_inputdata_stats
     from ae_nb.model import model_from_config
-    from ae_nb.trainer import TrainerAE, get_training_params, log_hyperparameters
+    from ae_nb.trainer import TrainerAE, get_training_params, log_hyperparameters, init_distributed, close_distributed
     from ae_nb.report import generate_full_report, print_final_results
     import torch
     start, trainer = time.time(), None
     log = setup_logging(config.logging.level)
     with _SignalHandlers():
         try:
-            env = setup_environment(config)
-            splits = load_or_create_datasets(config, log=log.info)
-            train_loader, val_loader, test_loader = make_loaders(splits, config)
+            rank, world_size = init_distributed(config.resources.device)  # (0, 1) unless launched by torchrun
+            env = setup_environment(config, rank)
+            log = env.log
+            splits = _load_data_rank0_first(config, log, rank, world_size)
+            train_loader, val_loader, test_loader = make_loaders(splits, config, rank, world_size)
             print_inputdata_stats(splits, log=log.info)
             model = model_from_config(config.model, splits.sample_shape)
             if config.resources.threads is None and (threads := auto_threads(model, config.data.batch_size)):
@@ -173,16 +183,27 @@ def main(config:AEConfig)->int:
             else:
                 trainer.setup_training()
                 trainer.train()
-            results = generate_full_report(model, splits, config, history=trainer.history, run_dir=env.run_dir,
-                                           checkpoint=trainer.checkpoint_dir/'best.pth', log=log.info)
-            results['checkpoints'] = {'final': str(trainer.save_checkpoint('final'))} | results.get('checkpoints', {})
-            results['wall_time_s'] = time.time() - start
-            results['resume_command'] = resume_command(config)
-            print_final_results(results, log=log.info)
+            if rank == 0:  # the report is one process's job
+                results = generate_full_report(model, splits, config, history=trainer.history, run_dir=env.run_dir,
+                                               checkpoint=trainer.checkpoint_dir/'best.pth', log=log.info)
+                results['checkpoints'] = {'final': str(trainer.save_checkpoint('final'))} | results.get('checkpoints', {})
+                results['wall_time_s'] = time.time() - start
+                results['resume_command'] = resume_command(config)
+                print_final_results(results, log=log.info)
             trainer.cleanup()
             return EXIT_OK
         except (Exception, KeyboardInterrupt) as e:
             return handle_training_interruption(trainer, e, config, log)
+        finally: close_distributed()
+
+def _load_data_rank0_first(config:AEConfig, log:logging.Logger, rank:int, world_size:int):
+    "The data splits; in a distributed run rank 0 builds the cache first and the others then read it."
+    from ae_nb.data import load_or_create_datasets
+    if world_size == 1: return load_or_create_datasets(config, log=log.info)
+    import torch.distributed as dist
+    splits = load_or_create_datasets(config, log=log.info) if rank == 0 else None
+    dist.barrier()
+    return splits if rank == 0 else load_or_create_datasets(config, log=log.info)
 
 # %% ../nbs/06_cli.ipynb #4af2b447
 def cli_main(argv:list[str]|None=None, # arguments (default: `sys.argv[1:]`)
@@ -294,3 +315,7 @@ def _score(argv):
 def score_main(argv:list[str]|None=None):
     "Entry point of `ae_score`."
     _tool_main(_score, argv)
+
+# %% ../nbs/06_cli.ipynb #dc13759c
+#| eval: false
+if __name__ == '__main__': cli_main()

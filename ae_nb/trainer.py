@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_trainer.ipynb #9305e34d
 from __future__ import annotations
-import copy, hashlib, io, itertools, json, math, os, random, re, secrets, signal, sys, tempfile, threading, time
+import copy, datetime, hashlib, io, itertools, json, math, os, random, re, secrets, signal, sys, tempfile, threading, time
 from pathlib import Path
 from typing import Callable
 
@@ -19,12 +19,13 @@ from . import __version__
 from .config import AEConfig, TrainingConfig, config_hash, config_to_dict, run_dir as config_run_dir
 
 # %% auto #0
-__all__ = ['LOSSES', 'PLATEAU_PATIENCE', 'CHECKPOINT_FORMAT', 'CHECKPOINT_NAMES', 'TrainingError', 'TrainingInterrupted',
-           'CheckpointError', 'RestartError', 'seed_everything', 'resolve_device', 'resolve_amp', 'make_loss',
-           'make_optimizer', 'lr_factor', 'LRSchedule', 'train_step', 'checkpoint_digest', 'atomic_write_bytes',
-           'save_checkpoint_file', 'load_checkpoint', 'find_restart_checkpoint', 'get_rng_state', 'set_rng_state',
-           'reconstruction_mosaic', 'plot_reconstructions', 'plot_losses', 'get_training_params',
-           'get_setup_training_params', 'log_hyperparameters', 'TrainerAE', 'show_progress', 'plain_data']
+__all__ = ['LOSSES', 'PLATEAU_PATIENCE', 'CHECKPOINT_FORMAT', 'CHECKPOINT_NAMES', 'STOP_CHECK_EVERY', 'DIST_TIMEOUT_S',
+           'TrainingError', 'TrainingInterrupted', 'CheckpointError', 'RestartError', 'seed_everything',
+           'resolve_device', 'resolve_amp', 'make_loss', 'make_optimizer', 'lr_factor', 'LRSchedule', 'train_step',
+           'checkpoint_digest', 'atomic_write_bytes', 'save_checkpoint_file', 'load_checkpoint',
+           'find_restart_checkpoint', 'get_rng_state', 'set_rng_state', 'reconstruction_mosaic', 'plot_reconstructions',
+           'plot_losses', 'get_training_params', 'get_setup_training_params', 'log_hyperparameters', 'TrainerAE',
+           'show_progress', 'plain_data', 'init_distributed', 'close_distributed']
 
 # %% ../nbs/03_trainer.ipynb #5b851a7d
 class TrainingError(RuntimeError):
@@ -417,7 +418,7 @@ class TrainerAE:
         self.device = resolve_device(config.resources.device)
         self.amp_dtype = resolve_amp(config.training.amp, self.device)
         self.loss_fn = make_loss(config.training.loss)
-        self.forward_model, self.optimizer, self.scheduler, self.scaler = model, None, None, None
+        self.forward_model, self.eval_model, self.optimizer, self.scheduler, self.scaler = model, model, None, None, None
         self.wandb_run_id, self._wandb, self._wandb_min_step, self._display = None, None, 0, None
         self._stop_signal, self._signal_count, self._saved_handlers = None, 0, {}
         self._reset_state()
@@ -451,7 +452,8 @@ def setup_training(self:TrainerAE):
     self.optimizer = make_optimizer(self.model, t)
     self.scheduler = LRSchedule(self.optimizer, t)
     self.scaler = torch.amp.GradScaler(self.device.type) if self.amp_dtype == torch.float16 else None
-    self.forward_model = torch.compile(self.model) if t.compile else self.model
+    self.eval_model = torch.compile(self.model) if t.compile else self.model
+    self.forward_model = self.eval_model if self.world_size == 1 else _wrap_ddp(self.model, self.device, t.compile)
     self._reset_state()
 
 # %% ../nbs/03_trainer.ipynb #25ba22d7
@@ -483,7 +485,7 @@ def evaluate(self:TrainerAE, loader)->float:
         for batch in _epoch_batches(loader, 0):
             batch = batch.to(self.device, non_blocking=True)
             with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-                output = self.forward_model(batch)
+                output = self.eval_model(batch)
             total += self.loss_fn(output.float(), batch) * len(batch)
             count += len(batch)
     if count == 0: raise ValueError("evaluate: the loader yields no batches")
@@ -655,6 +657,54 @@ def _tidy_checkpoint_dir(self:TrainerAE):
     for p in earlier: os.replace(p, dest/p.name)
     self.log(f"{self.checkpoint_dir} held checkpoints of an earlier run: moved to {dest.name}/ (restart to continue a run instead)")
 
+# %% ../nbs/03_trainer.ipynb #6e69ddc9
+STOP_CHECK_EVERY = 1          # steps between stop-flag all-reduces in a distributed run (cost: see tests/test_ddp.py)
+DIST_TIMEOUT_S = 1800         # seconds a collective waits for a silent peer (`AE_NB_DIST_TIMEOUT_S` overrides)
+
+def init_distributed(device:str='auto', # `resources.device`: CUDA (nccl) unless `cpu`/`mps`, else gloo
+                    )->tuple[int, int]: # (rank, world size); (0, 1) outside torchrun
+    "Join the process group that `torchrun` describes in the environment (`WORLD_SIZE` > 1), once."
+    import torch.distributed as dist
+    if int(os.environ.get('WORLD_SIZE', '1')) <= 1 or dist.is_initialized(): return _distributed()
+    cuda = device not in ('cpu', 'mps') and torch.cuda.is_available()
+    if cuda: torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', '0')))
+    timeout = datetime.timedelta(seconds=float(os.environ.get('AE_NB_DIST_TIMEOUT_S', DIST_TIMEOUT_S)))
+    dist.init_process_group('nccl' if cuda else 'gloo', timeout=timeout)
+    return _distributed()
+
+def close_distributed():
+    "Leave the process group, if this process joined one (safe to call twice)."
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized(): dist.destroy_process_group()
+
+def _wrap_ddp(model:nn.Module, device:torch.device, compile:bool=False)->nn.Module:
+    "`model` in `DistributedDataParallel` (parameters broadcast from rank 0), compiled if asked."
+    from torch.nn.parallel import DistributedDataParallel
+    ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == 'cuda' else None)
+    return torch.compile(ddp) if compile else ddp
+
+# %% ../nbs/03_trainer.ipynb #9243830b
+@patch
+def _agreed_stop(self:TrainerAE, every_step:bool=False)->int|None:
+    "The stop signal all processes act on: this one's alone, or in a distributed run the largest any received."
+    if self.world_size == 1 or not (every_step or self.global_step % STOP_CHECK_EVERY == 0): return self._stop_signal
+    import torch.distributed as dist
+    flag = torch.tensor(self._stop_signal or 0, dtype=torch.int32, device=self.device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    if flag.item(): self._stop_signal = int(flag.item())
+    return self._stop_signal
+
+@patch
+def _check_same_checkpoint(self:TrainerAE, checkpoint:dict, path:Path):
+    "Refuse a distributed restart in which the processes loaded different checkpoints (no shared folder?)."
+    if self.world_size == 1: return
+    import torch.distributed as dist
+    step = torch.tensor([checkpoint['global_step'], -checkpoint['global_step']], dtype=torch.int64, device=self.device)
+    dist.all_reduce(step, op=dist.ReduceOp.MAX)
+    if step[0].item() != -step[1].item():
+        raise RestartError(f"{path}: the processes found checkpoints at different steps ({-step[1].item()} to {step[0].item()}); "
+                           "every node must see the same run folder (a shared file system) or get --restart PATH")
+
 # %% ../nbs/03_trainer.ipynb #ce2927fc
 @patch
 def _check_finite(self:TrainerAE, value:float, what:str):
@@ -686,14 +736,14 @@ def _train_epoch(self:TrainerAE):
     bar, start = self._progress_bar(), time.perf_counter()
     try:
         for batch in _epoch_batches(self.train_loader, self.epoch, self.step_in_epoch):
-            if self._stop_signal is not None: raise TrainingInterrupted(self._stop_signal)
+            if self._agreed_stop() is not None: raise TrainingInterrupted(self._stop_signal)
             batch = batch.to(self.device, non_blocking=True)
             loss = train_step(self.forward_model, batch, self.optimizer, self.loss_fn, self.scaler, self.amp_dtype, t.grad_clip)
             self._loss_sum += loss * len(batch)
             self._n_seen += len(batch)
             self.step_in_epoch += 1; self.global_step += 1
             if self.step_in_epoch % t.log_every == 0: self._log_progress(bar)
-        if self._stop_signal is not None: raise TrainingInterrupted(self._stop_signal)
+        if self._agreed_stop(every_step=True) is not None: raise TrainingInterrupted(self._stop_signal)
     finally:
         self._epoch_time += time.perf_counter() - start
         bar.update(self.step_in_epoch - bar.n); bar.close()
@@ -746,7 +796,7 @@ def train(self:TrainerAE)->dict:
             self._end_epoch()
         self.save_checkpoint('final')
     finally: self._restore_signal_handlers()
-    if self._stop_signal is not None: raise TrainingInterrupted(self._stop_signal)  # arrived after the last step: honour it
+    if self._agreed_stop(every_step=True) is not None: raise TrainingInterrupted(self._stop_signal)  # arrived after the last step: honour it
     return self.history
 
 # %% ../nbs/03_trainer.ipynb #374a2209
@@ -779,11 +829,17 @@ def check_restart(self:TrainerAE, checkpoint:dict, # a loaded checkpoint
     old_fp, new_fp = checkpoint.get('data_fingerprint'), self.data_fingerprint
     if old_fp and new_fp and old_fp != new_fp:
         problems.append(f"the data differ (fingerprint {old_fp[:12]} in the checkpoint, {new_fp[:12]} now)")
-    if checkpoint['step_in_epoch'] and checkpoint.get('steps_per_epoch') != len(self.train_loader):
+    old_ws = checkpoint.get('world_size', 1)
+    if checkpoint['step_in_epoch'] and old_ws != self.world_size:
+        problems.append(f"stopped mid-epoch (step {checkpoint['step_in_epoch']}) with {old_ws} process(es), now {self.world_size}: "
+                        f"each process's share of that epoch would change. Resume with {old_ws} process(es); the number "
+                        "can change when a run stops at an epoch boundary (latest.pth, restart_eNNNN.pth)")
+    elif checkpoint['step_in_epoch'] and checkpoint.get('steps_per_epoch') != len(self.train_loader):
         problems.append(f"stopped mid-epoch with {checkpoint.get('steps_per_epoch')} batches per epoch, now {len(self.train_loader)} (data.batch_size changed?)")
     if problems: raise RestartError(f"{path} cannot resume this run:\n  - " + '\n  - '.join(problems))
     old, new = _flat(checkpoint.get('config') or {}), _flat(config_to_dict(self.config))
     changes = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    if old_ws != self.world_size: changes.append(f"processes: {old_ws} -> {self.world_size} (epochs re-shard from the next one on)")
     if checkpoint.get('ae_nb_version') != __version__: changes.append(f"ae_nb: {checkpoint.get('ae_nb_version')} -> {__version__}")
     if checkpoint.get('num_threads', torch.get_num_threads()) != torch.get_num_threads():
         changes.append(f"torch threads: {checkpoint['num_threads']} -> {torch.get_num_threads()} (sums may round differently: "
@@ -818,6 +874,7 @@ def train_with_restart(self:TrainerAE, checkpoint:str|Path='auto', # `auto` (new
         self.log(f"restart: no valid checkpoint in {self.checkpoint_dir}; starting a fresh run")
         return self.train()
     saved = load_checkpoint(path)
+    self._check_same_checkpoint(saved, path)
     changes = self.check_restart(saved, path)
     self.load_state(saved)
     self.resumed_from = path
@@ -835,7 +892,7 @@ def plot(self:TrainerAE, n:int=8)->tuple[Figure, Figure]:
     batch = next(iter(_epoch_batches(loader, 0)))[:n].to(self.device)
     self.model.eval()
     with torch.no_grad(), torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-        output = self.forward_model(batch).float()
+        output = self.eval_model(batch).float()
     rec_path = self.plot_dir/f"reconstructions_e{self.epoch:04d}.png"
     figs = (plot_reconstructions(batch, output, rec_path, n=n, title=f"epoch {self.epoch}"),
             plot_losses(self.history, self.plot_dir/'loss_curves.png'))
