@@ -338,13 +338,17 @@ def update(self:TrainingMonitor, history:dict, # the trainer's history: lists un
     "Record the latest training state; redraw when the time budget allows (or `force`)."
     self.n_updates += 1
     self.history = history
-    if inputs is not None: self.inputs = inputs[:self.n_images].detach() if isinstance(inputs, torch.Tensor) else inputs[:self.n_images]
-    if outputs is not None: self.outputs = outputs[:self.n_images].detach() if isinstance(outputs, torch.Tensor) else outputs[:self.n_images]
+    if inputs is not None: self.inputs = _keep(inputs, self.n_images)
+    if outputs is not None: self.outputs = _keep(outputs, self.n_images)
     self._pending = True
     self.status.value = _status_line(history)
     if not (force or time.perf_counter() >= self._next_render): return False
     self.render()
     return True
+
+def _keep(batch, n:int):
+    "A copy of the first `n` samples (a loader may reuse its batch buffers); torch stays on its device until drawn."
+    return batch[:n].detach().clone() if isinstance(batch, torch.Tensor) else np.array(batch[:n])
 
 @patch
 def flush(self:TrainingMonitor):

@@ -131,6 +131,14 @@ def test_monitor_spends_a_bounded_share_of_time_drawing():
     assert 'epoch <b>3</b>' in monitor.status.value and 'best val <b>0.35</b>' in monitor.status.value
 
 
+def test_monitor_keeps_a_copy_of_the_images():
+    monitor = TrainingMonitor(min_interval=3600, n_images=2)
+    batch = torch.zeros(4, 1, 8, 8)
+    monitor.update(HISTORY, batch, batch)
+    batch.fill_(1)                                                       # the loader reuses its buffer
+    assert monitor.inputs.shape == (2, 1, 8, 8) and float(monitor.inputs.sum()) == 0
+
+
 def test_monitor_without_validation_or_images():
     monitor = TrainingMonitor()
     assert monitor.update({'epoch': [], 'train_loss': []}) is True      # nothing to draw yet, no error
