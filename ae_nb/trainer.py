@@ -233,8 +233,10 @@ def atomic_write_bytes(data:bytes, # complete file contents
             _maybe_pause(path)
             f.write(view[len(view) // 2:]); f.flush(); os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp): os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno is not None:  # disk full, quota, read-only: say which file, and that the old one is safe
+            raise type(e)(e.errno, f"could not write {path} ({e.strerror}); {'the previous file is unchanged' if path.exists() else 'nothing was written'}") from e
         raise
     if hasattr(os, 'O_DIRECTORY'):  # make the rename itself durable
         dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
