@@ -609,7 +609,8 @@ def state_dict(self:TrainerAE, kind:str='latest')->dict:
             'steps_per_epoch': len(self.train_loader), 'world_size': self.world_size, 'num_threads': torch.get_num_threads(),
             'best_val': self.best_val, 'epochs_since_best': self.epochs_since_best, 'early_stopped': self.early_stopped,
             'history': copy.deepcopy(self.history),
-            'accumulators': {'loss_sum': acc, 'n_samples': self._n_seen, 'epoch_time': self._epoch_time},
+            'accumulators': {'loss_sum': acc, 'n_samples': self._n_seen, 'epoch_time': self._epoch_time,
+                             'per_rank': getattr(self, '_rank_sums', None)},
             'rng': get_rng_state(), 'norm': plain_data(self.norm), 'config': config_to_dict(self.config),
             'data_fingerprint': self.data_fingerprint, 'wandb_run_id': self.wandb_run_id}
 
@@ -706,6 +707,26 @@ def _agreed_stop(self:TrainerAE, every_step:bool=False)->int|None:
     return self._stop_signal
 
 @patch
+def _gather_rank_sums(self:TrainerAE):
+    "Agreed stop mid-epoch: collect every process's running loss sum and count, so rank 0's checkpoint holds them all."
+    if self.world_size == 1 or self._loss_sum is None: return
+    import torch.distributed as dist
+    mine = torch.stack([self._loss_sum.double(), torch.tensor(float(self._n_seen), dtype=torch.float64, device=self.device)])
+    parts = [torch.empty_like(mine) for _ in range(self.world_size)]
+    dist.all_gather(parts, mine)
+    self._rank_sums = torch.stack(parts).cpu()   # (world_size, 2): float32 sums survive float64 exactly
+
+@patch
+def _restore_rank_sums(self:TrainerAE, per_rank:Tensor|None):
+    "Resume mid-epoch: take this process's own running loss sum; without them (a peer died) only rank 0's is known."
+    if per_rank is not None and len(per_rank) == self.world_size:
+        self._loss_sum = per_rank[self.rank, 0].float().to(self.device); self._n_seen = int(per_rank[self.rank, 1])
+        return
+    self.log(f"note: the checkpoint holds rank 0's running loss only; epoch {self.epoch + 1}'s training loss will "
+             "average the batches seen since the restart plus rank 0's before it (the weights are unaffected)")
+    if self.rank: self._loss_sum, self._n_seen = torch.zeros_like(self._loss_sum), 0
+
+@patch
 def _check_same_checkpoint(self:TrainerAE, checkpoint:dict|None, path:Path|None):
     "Refuse a distributed restart in which the processes loaded different checkpoints (no shared folder?)."
     if self.world_size == 1: return
@@ -748,14 +769,14 @@ def _train_epoch(self:TrainerAE):
     bar, start = self._progress_bar(), time.perf_counter()
     try:
         for batch in _epoch_batches(self.train_loader, self.epoch, self.step_in_epoch):
-            if self._agreed_stop() is not None: raise TrainingInterrupted(self._stop_signal)
+            if self._agreed_stop() is not None: self._gather_rank_sums(); raise TrainingInterrupted(self._stop_signal)
             batch = batch.to(self.device, non_blocking=True)
             loss = train_step(self.forward_model, batch, self.optimizer, self.loss_fn, self.scaler, self.amp_dtype, t.grad_clip)
             self._loss_sum += loss * len(batch)
             self._n_seen += len(batch)
             self.step_in_epoch += 1; self.global_step += 1
             if self.step_in_epoch % t.log_every == 0: self._log_progress(bar)
-        if self._agreed_stop(every_step=True) is not None: raise TrainingInterrupted(self._stop_signal)
+        if self._agreed_stop(every_step=True) is not None: self._gather_rank_sums(); raise TrainingInterrupted(self._stop_signal)
     finally:
         self._epoch_time += time.perf_counter() - start
         bar.update(self.step_in_epoch - bar.n); bar.close()
@@ -798,7 +819,7 @@ def train(self:TrainerAE)->dict:
     if self.early_stopped or self.epoch >= t.epochs:
         self.log(f"nothing to train: {self.epoch} of {t.epochs} epochs done{' (stopped early)' if self.early_stopped else ''}")
         return self.history
-    self._stop_signal = None
+    self._stop_signal, self._rank_sums = None, None
     if self.is_main: self._tidy_checkpoint_dir()
     self._init_wandb()
     self._install_signal_handlers()
@@ -877,6 +898,7 @@ def load_state(self:TrainerAE, checkpoint:dict):
     acc = checkpoint['accumulators']
     self._loss_sum = None if acc['loss_sum'] is None else acc['loss_sum'].to(self.device)
     self._n_seen, self._epoch_time = acc['n_samples'], acc['epoch_time']
+    if self.world_size > 1 and self._loss_sum is not None: self._restore_rank_sums(acc.get('per_rank'))
     self.wandb_run_id = checkpoint.get('wandb_run_id') or self.wandb_run_id
     set_rng_state(checkpoint['rng'])
 

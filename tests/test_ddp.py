@@ -81,6 +81,7 @@ def sigterm_one_rank_then_restart(tmp_path, compare_with_uninterrupted):
     assert codes == [143, 143], '\n'.join(outs)
     emergency = checkpoint(tmp_path/'run'/'checkpoints'/'emergency.pth')
     assert emergency['world_size'] == 2 and emergency['step_in_epoch'] > 0
+    assert emergency['accumulators']['per_rank'].shape == (2, 2)   # each rank's running loss, for an exact resume
     assert 'torchrun --nproc_per_node=2 -m ae_nb.cli' in outs[0]
     # a different number of processes cannot continue a half-done epoch: refused, by name
     codes, outs = finish(start(args('run', '--restart', 'auto'), world_size=1))
@@ -119,6 +120,7 @@ def test_a_killed_rank_makes_the_other_exit_with_an_error(tmp_path):
     assert (tmp_path/'killed'/'checkpoints'/'emergency.pth').is_file()   # rank 0 stopped at a step boundary
 
 
+@pytest.mark.slow
 def test_two_nodes_on_loopback(tmp_path):
     "Two torchrun invocations, one process each, meeting through the c10d rendezvous."
     port = free_port()
@@ -133,6 +135,7 @@ def test_two_nodes_on_loopback(tmp_path):
     assert final['world_size'] == 2
 
 
+@pytest.mark.slow
 def test_a_hung_rank_makes_the_other_exit_after_the_timeout(tmp_path):
     "SIGSTOP (a hung process keeps its sockets open): the other gives up after AE_NB_DIST_TIMEOUT_S seconds."
     procs = start(run_args(tmp_path, 'hung', 16, epochs=50, n=1600), timeout_s=5)
