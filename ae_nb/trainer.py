@@ -60,7 +60,7 @@ def seed_everything(seed:int,                 # seed for python, numpy and torch
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)  # seeds every CUDA device too
     if deterministic: os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')  # cuBLAS needs it to be deterministic
-    torch.use_deterministic_algorithms(deterministic)
+    if deterministic or torch.are_deterministic_algorithms_enabled(): torch.use_deterministic_algorithms(deterministic)  # ~1 s on first use: skip when already off
     torch.backends.cudnn.deterministic = deterministic
     if deterministic: torch.backends.cudnn.benchmark = False
 
@@ -426,6 +426,7 @@ class TrainerAE:
         self.forward_model, self.eval_model, self.optimizer, self.scheduler, self.scaler = model, model, None, None, None
         self.wandb_run_id, self._wandb, self._wandb_min_step, self._display = None, None, 0, None
         self._stop_signal, self._signal_count, self._saved_handlers = None, 0, {}
+        self.callbacks = []  # fn(trainer, event) after each epoch ('epoch_end') and when training ends ('train_end')
         self._reset_state()
 
     def _reset_state(self):
@@ -783,6 +784,13 @@ def _train_epoch(self:TrainerAE):
 
 # %% ../nbs/03_trainer.ipynb #4dcd38b2
 @patch
+def _callback(self:TrainerAE, event:str):
+    "Call every function in `self.callbacks` with (trainer, `event`) on the main process."
+    if self.is_main:
+        for fn in self.callbacks: fn(self, event)
+
+# %% ../nbs/03_trainer.ipynb #861b3e59
+@patch
 def _end_epoch(self:TrainerAE):
     "Validate, record the epoch, move the schedule, checkpoint, plot and check early stopping."
     t = self.config.training
@@ -809,8 +817,9 @@ def _end_epoch(self:TrainerAE):
     if t.checkpoint.save_every and self.epoch % t.checkpoint.save_every == 0: self.save_checkpoint('restart')
     if t.plot_every and self.is_main and (self.epoch % t.plot_every == 0 or self.epoch == t.epochs or self.early_stopped): self.plot()
     if self.early_stopped: self.log(f"early stopping: no validation improvement for {patience} epochs (best {self.best_val:.5f})")
+    self._callback('epoch_end')
 
-# %% ../nbs/03_trainer.ipynb #861b3e59
+# %% ../nbs/03_trainer.ipynb #c2a5772c
 @patch
 def train(self:TrainerAE)->dict:
     "Train until `training.epochs` (or early stopping), checkpointing every epoch; return the history."
@@ -833,7 +842,9 @@ def train(self:TrainerAE)->dict:
             raise PeerLostError(f"another process of this {self.world_size}-process run died or stopped answering "
                                 f"(rank {self.rank}: {str(e).splitlines()[0][:200]}); restart all of them with --restart auto") from e
         raise
-    finally: self._restore_signal_handlers()
+    finally:
+        self._restore_signal_handlers()
+        self._callback('train_end')
     if self._agreed_stop(every_step=True) is not None: raise TrainingInterrupted(self._stop_signal)  # arrived after the last step: honour it
     return self.history
 

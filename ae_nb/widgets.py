@@ -355,6 +355,9 @@ def flush(self:TrainingMonitor):
     "Draw the latest state if an update has not been drawn yet (call it when training ends)."
     if self._pending: self.render()
 
+
+
+
 # %% ../nbs/05_widgets.ipynb #9ce38312
 def _last(history:dict, key:str):
     "The last finite value of `history[key]`, or None."
@@ -417,6 +420,27 @@ def render(self:TrainingMonitor):
     self.last_render_seconds = took = time.perf_counter() - start
     self.n_renders, self.render_seconds, self._pending = self.n_renders + 1, self.render_seconds + took, False
     self._next_render = time.perf_counter() + max(self.min_interval, took / self.max_overhead)
+
+# %% ../nbs/05_widgets.ipynb #ca4b3d46
+def _first_batch_reconstructions(trainer, n:int):
+    "The first `n` validation (or training) samples of `trainer` and their reconstructions, on the CPU."
+    loader = trainer.val_loader if trainer.val_loader is not None and len(trainer.val_loader) else trainer.train_loader
+    batch = next(iter(loader.iter_epoch(0)))[:n].to(trainer.device)
+    model = getattr(trainer.model, 'module', trainer.model)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(): out = model(batch)
+    model.train(was_training)
+    return batch.cpu(), out.float().cpu()
+
+@patch
+def __call__(self:TrainingMonitor, trainer, # the `TrainerAE` being trained
+             event:str,                      # 'epoch_end' or 'train_end'
+            ):
+    "Trainer callback: update after each epoch, draw the final state when training ends."
+    if event == 'train_end': return self.flush()
+    images = _first_batch_reconstructions(trainer, self.n_images) if time.perf_counter() >= self._next_render else (None, None)
+    self.update(trainer.history, *images)
 
 # %% ../nbs/05_widgets.ipynb #d1693caa
 @torch.no_grad()
