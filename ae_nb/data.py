@@ -105,6 +105,9 @@ def fit_normalization(x:np.ndarray,       # train samples (N, C, H, W)
     if method == 'none' or len(x) == 0: return {'method': method, 'shift': [0.0]*c, 'scale': [1.0]*c}
     s = channel_stats(x)
     shift, spread = (s['min'], np.subtract(s['max'], s['min'])) if method == 'minmax' else (s['mean'], s['std'])
+    if not np.isfinite(np.asarray(spread, np.float32)).all():
+        raise DataError(f"data.normalize: the train split's values span {min(s['min']):.3g} to {max(s['max']):.3g}, too wide to normalise "
+                        f"in float32; rescale the data or drop such samples with data.filters.value_range")
     return {'method': method, 'shift': [float(v) for v in shift], 'scale': [float(v) if v > 0 else 1.0 for v in spread]}
 
 # %% ../nbs/01_data.ipynb #c799a7ed
