@@ -16,7 +16,7 @@ __all__ = ['Stride', 'Section', 'ExperimentConfig', 'SplitConfig', 'SyntheticCon
            'CheckpointConfig', 'TrainingConfig', 'ResourcesConfig', 'WandbConfig', 'LoggingConfig', 'AEConfig',
            'schema_keys', 'did_you_mean', 'ConfigError', 'RawConfig', 'default_config_path', 'load_config',
            'parse_override', 'apply_config_overrides', 'validate_configuration', 'config_to_dict', 'config_to_yaml',
-           'config_hash', 'config_overrides', 'run_dir', 'cache_dir']
+           'config_hash', 'flatten_dict', 'config_overrides', 'run_dir', 'cache_dir']
 
 # %% ../nbs/00_config.ipynb #96b7db58
 class Section(BaseModel):
@@ -355,11 +355,13 @@ def config_hash(config:AEConfig)->str:
     return hashlib.sha256(json.dumps(config_to_dict(config), sort_keys=True).encode()).hexdigest()[:12]
 
 # %% ../nbs/00_config.ipynb #a8ed7f84
-def _flatten(d:dict, prefix:str='')->dict:
-    "Dotted keys to leaf values of a nested dict."
+def flatten_dict(d:dict,         # nested mapping, e.g. `config_to_dict(config)`
+                 prefix:str='',  # prepended to every key
+                )->dict:         # dotted keys (`training.checkpoint.save_every`) to leaf values
+    "Flatten a nested dict into dotted keys, as used by overrides and config comparisons."
     out = {}
     for k, v in d.items():
-        if isinstance(v, dict) and v: out.update(_flatten(v, f"{prefix}{k}."))
+        if isinstance(v, dict) and v: out.update(flatten_dict(v, f"{prefix}{k}."))
         else: out[prefix + k] = v
     return out
 
@@ -367,7 +369,7 @@ def config_overrides(config:AEConfig,              # configuration to describe
                      base:AEConfig|None=None,      # reference (default: the schema defaults)
                     )->list[str]:                  # `key=value` strings for `ae_train --override`
     "The settings of `config` that differ from `base`, as override strings."
-    new, old = _flatten(config_to_dict(config)), _flatten(config_to_dict(base or AEConfig()))
+    new, old = flatten_dict(config_to_dict(config)), flatten_dict(config_to_dict(base or AEConfig()))
     dump = lambda v: json.dumps(v) if not isinstance(v, str) else v
     return [f"{k}={dump(v)}" for k, v in new.items() if old.get(k) != v]
 

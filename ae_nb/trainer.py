@@ -16,7 +16,7 @@ from fastcore.basics import patch
 from matplotlib.figure import Figure
 
 from . import __version__
-from .config import AEConfig, TrainingConfig, config_hash, config_to_dict, run_dir as config_run_dir
+from .config import AEConfig, TrainingConfig, config_hash, config_to_dict, flatten_dict, run_dir as config_run_dir
 
 # %% auto #0
 __all__ = ['LOSSES', 'PLATEAU_PATIENCE', 'CHECKPOINT_FORMAT', 'CHECKPOINT_NAMES', 'STOP_CHECK_EVERY', 'DIST_TIMEOUT_S',
@@ -853,14 +853,6 @@ def _plain(x):
     "`x` with tuples turned into lists (for comparing saved and live values)."
     return json.loads(json.dumps(x, default=str))
 
-def _flat(d:dict, prefix:str='')->dict:
-    "Dotted keys to leaf values of a nested dict."
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v: out.update(_flat(v, f"{prefix}{k}."))
-        else: out[prefix + k] = v
-    return out
-
 @patch
 def check_restart(self:TrainerAE, checkpoint:dict, # a loaded checkpoint
                   path:str|Path='checkpoint',       # its file, for messages
@@ -886,7 +878,7 @@ def check_restart(self:TrainerAE, checkpoint:dict, # a loaded checkpoint
     elif checkpoint['step_in_epoch'] and checkpoint.get('steps_per_epoch') != len(self.train_loader):
         problems.append(f"stopped mid-epoch with {checkpoint.get('steps_per_epoch')} batches per epoch, now {len(self.train_loader)} (data.batch_size changed?)")
     if problems: raise RestartError(f"{path} cannot resume this run:\n  - " + '\n  - '.join(problems))
-    old, new = _flat(checkpoint.get('config') or {}), _flat(config_to_dict(self.config))
+    old, new = flatten_dict(checkpoint.get('config') or {}), flatten_dict(config_to_dict(self.config))
     changes = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
     if old_ws != self.world_size: changes.append(f"processes: {old_ws} -> {self.world_size} (epochs re-shard from the next one on)")
     if checkpoint.get('ae_nb_version') != __version__: changes.append(f"ae_nb: {checkpoint.get('ae_nb_version')} -> {__version__}")
