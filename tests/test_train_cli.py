@@ -72,3 +72,13 @@ def test_interrupt_then_resume_equals_uninterrupted(tmp_path, signum, code):
     h_ref = torch.load(tmp_path/'runs'/'reference'/'checkpoints'/'final_checkpoint.pth', weights_only=True)['history']
     h_new = torch.load(ckpts/'final_checkpoint.pth', weights_only=True)['history']
     assert h_ref['train_loss'] == h_new['train_loss'] and h_ref['val_loss'] == h_new['val_loss']
+
+
+def test_default_digits_run_beats_pca_by_half(ae, tmp_path):
+    "The default configuration, as the README's first command runs it: test MSE at most half of PCA's."
+    import json
+    r = ae('ae_train', '--override', f'experiment.results_dir={tmp_path/"runs"}', '--override', 'logging.wandb.mode=disabled')
+    assert r.returncode == 0, r.stdout + r.stderr
+    metrics = json.loads((tmp_path/'runs'/'digits_ae'/'report'/'metrics.json').read_text())
+    assert metrics['ae_vs_pca_mse_ratio'] <= 0.5, metrics
+    assert 'autoencoder / PCA test MSE' in r.stdout
