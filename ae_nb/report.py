@@ -573,7 +573,7 @@ def print_final_results(results:dict,        # from `generate_full_report`, plus
     if p: log(f"PCA-{p['n_components']} baseline (fitted on train): MSE {fmt(p['mse'])}  MAE {fmt(p['mae'])}  PSNR {fmt(p['psnr'], '.2f')} dB")
     if results.get('ae_vs_pca_mse_ratio') is not None:
         r = results['ae_vs_pca_mse_ratio']
-        log(f"autoencoder / PCA test MSE: {r:.3f} ({1 / r:.1f}x {'lower' if r < 1 else 'higher'} error than PCA)" if r > 0 else "autoencoder / PCA test MSE: 0")
+        log(f"autoencoder / PCA test MSE: {r:.3f} ({max(r, 1 / r):.1f}x {'lower' if r < 1 else 'higher'} error than PCA)" if r > 0 else "autoencoder / PCA test MSE: 0")
     if thr := results.get('threshold'):
         log(f"anomaly threshold: MSE {fmt(thr['value'])} ({thr['percentile']:g}th pct of {thr['source']}); {thr['test_above']} test samples above")
     if m := results.get('model'):

@@ -437,10 +437,10 @@ def _first_batch_reconstructions(trainer, n:int):
 def __call__(self:TrainingMonitor, trainer, # the `TrainerAE` being trained
              event:str,                      # 'epoch_end' or 'train_end'
             ):
-    "Trainer callback: update after each epoch, draw the final state when training ends."
-    if event == 'train_end': return self.flush()
-    images = _first_batch_reconstructions(trainer, self.n_images) if time.perf_counter() >= self._next_render else (None, None)
-    self.update(trainer.history, *images)
+    "Trainer callback: update after each epoch; when training ends, draw the final curves and reconstructions."
+    final = event == 'train_end'
+    images = _first_batch_reconstructions(trainer, self.n_images) if final or time.perf_counter() >= self._next_render else (None, None)
+    self.update(trainer.history, *images, force=final)
 
 # %% ../nbs/05_widgets.ipynb #d1693caa
 @torch.no_grad()

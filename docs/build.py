@@ -72,7 +72,7 @@ def execute(path:Path)->Path:
     nb = nbformat.read(path, as_version=4)
     skipped = [c for c in nb.cells if c.cell_type == 'code' and skipped_by_tests(c.source)]
     for c in skipped: c.cell_type = 'raw'; c.pop('outputs', None); c.pop('execution_count', None)
-    try: NotebookClient(nb, timeout=900, kernel_name='python3', extra_arguments=['--log-level=ERROR'], resources={'metadata': {'path': str(path.parent)}}).execute()
+    try: NotebookClient(nb, timeout=900, kernel_name='python3', extra_arguments=['--log-level=ERROR', '--matplotlib=inline'], resources={'metadata': {'path': str(path.parent)}}).execute()
     except CellExecutionError as e:
         message = re.sub(r'\x1b\[[0-9;]*m', '', str(e))
         raise RuntimeError(f"{path.relative_to(ROOT)}: a cell failed while building the docs:\n{message[-3000:]}") from None
