@@ -31,6 +31,17 @@ def run_ae(*args, cwd=None, timeout=300, env=None, **kwargs):
 
 
 @pytest.fixture
+def one_thread():
+    "In-process training of tiny models: one CPU thread is fastest and does not fight other processes for cores."
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+    torch.use_deterministic_algorithms(False)
+
+
+@pytest.fixture
 def ae(tmp_path):
     "Call `ae(script, *args)` to run an ae_nb command inside `tmp_path`."
     return lambda *args, **kw: run_ae(*args, cwd=kw.pop('cwd', tmp_path), **kw)

@@ -13,14 +13,7 @@ from ae_nb.trainer import (CheckpointError, RestartError, TrainerAE, TrainingErr
                            find_restart_checkpoint, load_checkpoint, seed_everything)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    "Tiny models: one thread is fastest and keeps results independent of the machine's core count."
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-    torch.use_deterministic_algorithms(False)
+pytestmark = pytest.mark.usefixtures('one_thread')  # see conftest.py
 
 
 def tiny(results_dir, epochs=3, n=96, model_seed=0, **training):

@@ -15,13 +15,7 @@ from ae_nb.widgets import ConfigEditor, ReconstructionExplorer, TrainingMonitor,
 LEAF_KEYS = [k for k in schema_keys() if not any(o.startswith(k + '.') for o in schema_keys())]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    "Tiny models run fastest on one CPU thread (and do not fight other processes for cores)."
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')  # see conftest.py
 
 
 def test_import_needs_no_ipywidgets_and_no_other_module_imports_it():
