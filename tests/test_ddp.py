@@ -120,7 +120,6 @@ def test_a_killed_rank_makes_the_other_exit_with_an_error(tmp_path):
     assert (tmp_path/'killed'/'checkpoints'/'emergency.pth').is_file()   # rank 0 stopped at a step boundary
 
 
-@pytest.mark.slow
 def test_two_nodes_on_loopback(tmp_path):
     "Two torchrun invocations, one process each, meeting through the c10d rendezvous."
     port = free_port()
