@@ -95,6 +95,7 @@ class ModelConfig(Section):
     norm: Literal['batch', 'group', 'none'] = Field('batch', description="Normalisation layer after each convolution.")
     activation: Literal['relu', 'gelu', 'silu', 'leaky_relu'] = Field('relu', description="Hidden activation.")
     output_activation: Literal['sigmoid', 'tanh', 'none'] = Field('sigmoid', description="Activation of the reconstruction.")
+    head: bool = Field(True, description="End the decoder with a full-resolution stage and a 3x3 convolution (false: about 2x faster on large inputs, slightly worse on tiny ones).")
 
     @model_validator(mode='after')
     def _stages_match(self):

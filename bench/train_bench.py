@@ -97,7 +97,7 @@ def reference_config(args, results_dir:str, epochs:int):
         'data': {'source': 'synthetic', 'batch_size': args.batch_size,
                  'synthetic': {'n_samples': n_total, 'channels': 1, 'height': args.size, 'width': args.size}},
         'model': {'embedding_dim': 64, 'channels': [32, 64, 128, 256], 'strides': [2, 2, 2, 2], 'kernel_size': 3,
-                  'norm': 'batch', 'activation': 'relu', 'output_activation': 'sigmoid'},
+                  'norm': 'batch', 'activation': 'relu', 'output_activation': 'sigmoid', 'head': args.head},
         'training': {'epochs': epochs, 'learning_rate': args.lr, 'weight_decay': 0.01, 'optimizer': 'adamw', 'loss': 'mse'},
         'resources': {'device': args.device, 'threads': args.threads},
         'logging': {'progress': 'never', 'wandb': {'mode': args.wandb}},
@@ -188,7 +188,7 @@ def run_model_plain(args, splits):
 
 
 def run_variant(name, args, splits, env, flops)->dict:
-    rec = {'variant': name, **env, 'batch_size': args.batch_size, 'n': len(splits.train),
+    rec = {'variant': name + ('_head' if args.head else ''), **env, 'batch_size': args.batch_size, 'n': len(splits.train),
            'input': list(splits.sample_shape), 'warmup': args.warmup, 'steps': args.steps}
     t0 = time.perf_counter()
     try:
@@ -345,6 +345,8 @@ def parse_args(argv=None):
     p.add_argument('--repeats', type=int, default=1, help='run the variant list this many times, interleaved')
     p.add_argument('--threads', type=int, default=None, help='torch CPU threads (resources.threads; default torch\'s)')
     p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--head', action='store_true', help="model.head: true (a full-resolution stage and 3x3 conv after the decoder); "
+                   "the default, false, ends the decoder like the anchor's model")
     p.add_argument('--wandb', default='offline', choices=['offline', 'disabled'], help="W&B mode (ae_nb's default: offline)")
     p.add_argument('--json-out', default=None, help='also append the JSON lines to this file')
     p.add_argument('--compare', default=None, help='JSON-lines file (anchor + this script) to summarise at the end')
