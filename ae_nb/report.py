@@ -26,8 +26,8 @@ __all__ = ['per_sample_metrics', 'reconstruction_metrics', 'encode_array', 'fit_
            'anomaly_threshold', 'plot_best_worst', 'model_recon_fn', 'plot_error_histogram', 'plot_loss_curves',
            'embedding_map_2d', 'plot_embedding_map', 'data_range_for', 'evaluate_splits', 'write_per_sample_csv',
            'report_markdown', 'write_report', 'check_sample_shape', 'generate_full_report', 'load_model',
-           'stored_threshold', 'anomaly_scores', 'report_from_checkpoint', 'file_samples', 'embed_files', 'score_files',
-           'print_final_results']
+           'checkpoint_run_dir', 'stored_threshold', 'anomaly_scores', 'report_from_checkpoint', 'file_samples',
+           'embed_files', 'score_files', 'print_final_results']
 
 # %% ../nbs/04_report.ipynb #8418099f
 def per_sample_metrics(x:np.ndarray,        # originals (N, C, H, W)
@@ -474,11 +474,14 @@ def load_model(path:str|Path,       # any ae_nb checkpoint
     return model.to(device).eval(), config, ckpt.get('norm')
 
 # %% ../nbs/04_report.ipynb #82c91132
+def checkpoint_run_dir(checkpoint:str|Path)->Path:
+    "The run folder a checkpoint belongs to: the parent of `checkpoints/`, or the checkpoint's own folder."
+    path = Path(checkpoint)
+    return path.parent.parent if path.parent.name == 'checkpoints' else path.parent
+
 def stored_threshold(checkpoint:str|Path)->float|None:
     "The anomaly threshold in the report of `checkpoint`'s run (`run/report/metrics.json`), None if there is none."
-    path = Path(checkpoint)
-    folder = path.parent.parent if path.parent.name == 'checkpoints' else path.parent
-    try: return float(json.loads((folder/'report'/'metrics.json').read_text())['threshold']['value'])
+    try: return float(json.loads((checkpoint_run_dir(checkpoint)/'report'/'metrics.json').read_text())['threshold']['value'])
     except (OSError, ValueError, KeyError, TypeError): return None
 
 def anomaly_scores(model:nn.Module,          # a trained `CNNAutoencoder`
@@ -502,7 +505,7 @@ def report_from_checkpoint(path:str|Path,               # checkpoint to evaluate
     path = Path(path)
     model, stored, _ = load_model(path)
     config = config or stored
-    run_dir = Path(run_dir) if run_dir is not None else (path.parent.parent if path.parent.name == 'checkpoints' else path.parent)
+    run_dir = Path(run_dir) if run_dir is not None else checkpoint_run_dir(path)
     splits = load_or_create_datasets(config, log=log)
     return generate_full_report(model, splits, config, run_dir=run_dir, checkpoint=path, log=log)
 

@@ -849,10 +849,6 @@ def train(self:TrainerAE)->dict:
     return self.history
 
 # %% ../nbs/03_trainer.ipynb #374a2209
-def _plain(x):
-    "`x` with tuples turned into lists (for comparing saved and live values)."
-    return json.loads(json.dumps(x, default=str))
-
 @patch
 def check_restart(self:TrainerAE, checkpoint:dict, # a loaded checkpoint
                   path:str|Path='checkpoint',       # its file, for messages
@@ -860,8 +856,8 @@ def check_restart(self:TrainerAE, checkpoint:dict, # a loaded checkpoint
     "Refuse (`RestartError`) a checkpoint that cannot continue this run; list the harmless config changes."
     problems, model = [], getattr(self.model, 'module', self.model)
     old_hp, new_hp = checkpoint.get('model_hparams'), getattr(model, 'hparams', None)
-    if old_hp is not None and new_hp is not None and _plain(old_hp) != _plain(new_hp):
-        diff = {k: (old_hp.get(k), new_hp.get(k)) for k in set(old_hp) | set(new_hp) if _plain(old_hp.get(k)) != _plain(new_hp.get(k))}
+    if old_hp is not None and new_hp is not None and plain_data(old_hp) != plain_data(new_hp):
+        diff = {k: (old_hp.get(k), new_hp.get(k)) for k in set(old_hp) | set(new_hp) if plain_data(old_hp.get(k)) != plain_data(new_hp.get(k))}
         problems.append('model settings differ: ' + ', '.join(f"{k} {a!r} -> {b!r}" for k, (a, b) in sorted(diff.items())))
     old_sd, new_sd = checkpoint['model'], model.state_dict()
     shapes = [f"{k} {tuple(old_sd[k].shape) if k in old_sd else 'missing'} -> {tuple(new_sd[k].shape) if k in new_sd else 'missing'}"
