@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_trainer.ipynb #9305e34d
 from __future__ import annotations
-import copy, datetime, hashlib, io, itertools, json, math, os, random, re, secrets, signal, sys, tempfile, threading, time
+import copy, datetime, hashlib, io, itertools, math, os, random, re, secrets, signal, sys, tempfile, threading, time
 from pathlib import Path
 from typing import Callable
 
