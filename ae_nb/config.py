@@ -12,11 +12,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 # %% auto #0
-__all__ = ['Stride', 'Section', 'ExperimentConfig', 'SplitConfig', 'SyntheticConfig', 'FilterConfig', 'DataConfig', 'ModelConfig',
-           'CheckpointConfig', 'TrainingConfig', 'ResourcesConfig', 'WandbConfig', 'LoggingConfig', 'AEConfig',
-           'schema_keys', 'did_you_mean', 'ConfigError', 'RawConfig', 'default_config_path', 'load_config',
-           'parse_override', 'apply_config_overrides', 'validate_configuration', 'config_to_dict', 'config_to_yaml',
-           'config_hash', 'flatten_dict', 'config_overrides', 'run_dir', 'cache_dir']
+__all__ = ['Stride', 'Switch', 'Section', 'ExperimentConfig', 'SplitConfig', 'SyntheticConfig', 'FilterConfig', 'DataConfig',
+           'ModelConfig', 'CheckpointConfig', 'TrainingConfig', 'PerformanceConfig', 'ResourcesConfig', 'WandbConfig',
+           'LoggingConfig', 'AEConfig', 'schema_keys', 'did_you_mean', 'ConfigError', 'RawConfig',
+           'default_config_path', 'load_config', 'parse_override', 'apply_config_overrides', 'validate_configuration',
+           'config_to_dict', 'config_to_yaml', 'config_hash', 'flatten_dict', 'config_overrides', 'run_dir',
+           'cache_dir']
 
 # %% ../nbs/00_config.ipynb #96b7db58
 class Section(BaseModel):
@@ -129,8 +130,7 @@ class TrainingConfig(Section):
     loss: Literal['mse', 'l1', 'huber', 'bce'] = Field('mse', description="Reconstruction loss.")
     grad_clip: float | None = Field(None, gt=0, description="Clip the gradient norm to this value (none: no clipping).")
     early_stopping_patience: int | None = Field(None, ge=1, description="Stop after this many epochs without validation improvement.")
-    amp: Literal['auto', 'bf16', 'fp16', 'none'] = Field('auto', description="Mixed precision: `auto` uses bf16 on GPUs that support it, none on CPU.")
-    compile: bool = Field(False, description="Compile the model with `torch.compile`.")
+    amp: Literal['auto', 'bf16', 'fp16', 'none'] = Field('auto', description="Mixed precision: `auto` is bf16 or full precision on a GPU, whichever `resources.performance` measures faster; none on CPU.")
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="Restart checkpoints.")
     plot_every: int = Field(5, ge=0, description="Save reconstruction and loss plots every N epochs (0: never).")
     log_every: int = Field(50, ge=1, description="Steps between progress/metric updates (the only host syncs in the loop).")
@@ -138,6 +138,18 @@ class TrainingConfig(Section):
     restart_from: str = Field('auto', min_length=1, description="`auto` (newest valid checkpoint of this run) or a checkpoint path.")
 
 # %% ../nbs/00_config.ipynb #a2552f71
+Switch = Union[Literal['auto'], bool]
+
+class PerformanceConfig(Section):
+    "Speed switches: each is on, off or `auto`; `auto` is decided by timing training steps on this device."
+    tune: bool = Field(True, description="Time the `auto` choices on a few real training steps (cached per device, model and batch); false: fixed rules decide them.")
+    data_on_device: Switch = Field('auto', description="Keep the train and validation arrays in GPU memory (`auto`: when they fit in `device_memory_share`; never on CPU).")
+    device_memory_share: float = Field(0.5, gt=0, le=0.9, description="Largest share of free GPU memory the resident arrays may take.")
+    cudnn_benchmark: Switch = Field('auto', description="Let cuDNN time its convolution algorithms for the input shape (`auto`: on for CUDA unless `experiment.deterministic`).")
+    fused_optimizer: Switch = Field('auto', description="One-kernel Adam/AdamW update (`auto`: measured).")
+    channels_last: Switch = Field('auto', description="Channels-last (NHWC) memory layout for the model and batches (`auto`: measured).")
+    compile: Literal['auto', 'off', 'default', 'reduce-overhead', 'max-autotune'] = Field('auto', description="`torch.compile` mode; `reduce-overhead` adds CUDA graphs (`auto`: measured when the run is long enough to repay compiling).")
+
 class ResourcesConfig(Section):
     "Hardware and data-loading resources."
     device: str = Field('auto', description="`auto`, `cpu`, `cuda`, `cuda:N` or `mps`.")
@@ -146,6 +158,7 @@ class ResourcesConfig(Section):
     persistent_workers: bool = Field(False, description="Keep DataLoader workers alive between epochs.")
     prefetch_factor: int = Field(2, ge=1, description="Batches prefetched per worker.")
     threads: int | None = Field(None, ge=1, description="CPU threads for PyTorch (default: one for small models, PyTorch's choice for large ones).")
+    performance: PerformanceConfig = Field(default_factory=PerformanceConfig, description="Speed switches and their automatic tuning.")
 
     @field_validator('device')
     @classmethod

@@ -695,6 +695,7 @@ class ArrayBatches:
         self.pin_memory = pin_memory and torch.cuda.is_available()
         self.num_workers, self.prefetch_factor = num_workers, max(1, prefetch_factor)
         self.n_samples = -(-len(x) // world_size)   # per rank, after padding
+        self.device_x = None                         # a copy of `x` on a GPU, once `to_device` made it
 
     def __len__(self): return self.n_samples // self.batch_size if self.drop_last else -(-self.n_samples // self.batch_size)
     def set_epoch(self, epoch:int): self.epoch = epoch
@@ -723,6 +724,7 @@ def gather(self:ArrayBatches, order:np.ndarray, b:int)->torch.Tensor:
 def iter_epoch(self:ArrayBatches, epoch:int, start:int=0)->Iterator[torch.Tensor]:
     "Yield the batches of `epoch` from batch number `start` on, as float32 CPU tensors (B, C, H, W)."
     order, numbers = self.order(epoch), range(start, len(self))
+    if self.device_x is not None: yield from self._device_batches(order, numbers); return
     if self.num_workers == 0:
         for b in numbers: yield self.gather(order, b)
         return
@@ -732,6 +734,29 @@ def iter_epoch(self:ArrayBatches, epoch:int, start:int=0)->Iterator[torch.Tensor
             ahead.append(pool.submit(self.gather, order, b))
             if len(ahead) >= self.num_workers * self.prefetch_factor: yield ahead.popleft().result()
         while ahead: yield ahead.popleft().result()
+
+# %% ../nbs/01_data.ipynb #5603c3fb
+@patch
+def to_device(self:ArrayBatches, device:torch.device|str, # where the copy lives and the batches are made
+             )->ArrayBatches:                              # self, now gathering on `device`
+    "Copy the samples to `device` once, so that every batch is gathered there."
+    x = torch.empty(self.x.shape, dtype=torch.float32, device=device)
+    rows = chunk_rows(self.x.shape)
+    for lo in range(0, len(self.x), rows): x[lo:lo + rows].copy_(torch.from_numpy(np.asarray(self.x[lo:lo + rows], dtype=np.float32)))
+    self.device_x = x
+    return self
+
+@patch
+def _device_batches(self:ArrayBatches, order:np.ndarray, numbers:range)->Iterator[torch.Tensor]:
+    "Batches `numbers` of an epoch with sample `order`, gathered from `device_x` (one index copy per epoch)."
+    size, x = self.batch_size, self.device_x
+    if not self.shuffle and self.world_size == 1:
+        for b in numbers: yield x[b * size:(b + 1) * size].clone()
+        return
+    index = np.concatenate([np.sort(order[b * size:(b + 1) * size]) for b in numbers] or [np.zeros(0, np.int64)])
+    index = torch.from_numpy(index.astype(np.int64))
+    index = (index.pin_memory() if x.is_cuda else index).to(x.device, non_blocking=True)
+    for k, b in enumerate(numbers): yield x.index_select(0, index[k * size:k * size + min(size, len(order) - b * size)])
 
 # %% ../nbs/01_data.ipynb #53437f40
 def make_loaders(splits:DataSplits,  # prepared splits
