@@ -142,7 +142,7 @@ Switch = Union[Literal['auto'], bool]
 
 class PerformanceConfig(Section):
     "Speed switches: each is on, off or `auto`; `auto` is decided by timing training steps on this device."
-    tune: bool = Field(True, description="Time the `auto` choices on a few real training steps (cached per device, model and batch); false: fixed rules decide them.")
+    tune: bool = Field(True, description="Time the `auto` choices on a few real training steps (cached per device, model and batch); false, or `experiment.deterministic`: fixed rules decide them.")
     data_on_device: Switch = Field('auto', description="Keep the train and validation arrays in GPU memory (`auto`: when they fit in `device_memory_share`; never on CPU).")
     device_memory_share: float = Field(0.5, gt=0, le=0.9, description="Largest share of free GPU memory the resident arrays may take.")
     cudnn_benchmark: Switch = Field('auto', description="Let cuDNN time its convolution algorithms for the input shape (`auto`: on for CUDA unless `experiment.deterministic`).")

@@ -172,7 +172,7 @@ def tune_speedups(config:AEConfig,        # the run's configuration
     best = rule_speedups(config, device, data_bytes)
     auto = [n for n in MEASURED if best.how[n] == 'rule' and (n != 'amp' or _bf16_ok(device))]
     try_compile = best.how['compile'] == 'rule'
-    if not config.resources.performance.tune or not (auto or try_compile): return best
+    if not config.resources.performance.tune or config.experiment.deterministic or not (auto or try_compile): return best
     def ms(s:Speedups, steps:int)->float:
         key = candidate_name(s)
         if key not in timings:

@@ -17,12 +17,14 @@ from matplotlib.figure import Figure
 
 from . import __version__
 from .config import AEConfig, TrainingConfig, config_hash, config_to_dict, flatten_dict, run_dir as config_run_dir
+from .performance import (Speedups, StepRig, apply_layout, compile_model, rule_speedups, tune_speedups, timings_key,
+                               timings_path, load_timings, save_timings)
 
 # %% auto #0
-__all__ = ['LOSSES', 'PLATEAU_PATIENCE', 'CHECKPOINT_FORMAT', 'CHECKPOINT_NAMES', 'STOP_CHECK_EVERY', 'DIST_TIMEOUT_S',
+__all__ = ['LOSSES', 'PLATEAU_PATIENCE', 'CHECKPOINT_FORMAT', 'CHECKPOINT_NAMES', 'REUSED', 'STOP_CHECK_EVERY', 'DIST_TIMEOUT_S',
            'TrainingError', 'TrainingInterrupted', 'CheckpointError', 'RestartError', 'PeerLostError',
-           'seed_everything', 'resolve_device', 'resolve_amp', 'make_loss', 'make_optimizer', 'lr_factor', 'LRSchedule',
-           'train_step', 'checkpoint_digest', 'atomic_write_bytes', 'save_checkpoint_file', 'load_checkpoint',
+           'seed_everything', 'resolve_device', 'make_loss', 'make_optimizer', 'lr_factor', 'LRSchedule', 'train_step',
+           'checkpoint_digest', 'atomic_write_bytes', 'save_checkpoint_file', 'load_checkpoint',
            'find_restart_checkpoint', 'get_rng_state', 'set_rng_state', 'reconstruction_mosaic', 'plot_reconstructions',
            'plot_losses', 'get_training_params', 'get_setup_training_params', 'log_hyperparameters', 'TrainerAE',
            'show_progress', 'plain_data', 'init_distributed', 'close_distributed']
@@ -83,18 +85,6 @@ def resolve_device(name:str='auto', # `auto`, `cpu`, `cuda`, `cuda:N` or `mps`
         raise ValueError(f"resources.device: {name!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
     return torch.device('cuda', index)
 
-# %% ../nbs/03_trainer.ipynb #be2cc4f2
-def resolve_amp(amp:str,              # `auto`, `bf16`, `fp16` or `none`
-                device:torch.device,  # device the model runs on
-               )->torch.dtype|None:   # autocast dtype, or None for full precision
-    "The autocast dtype for `training.amp` on `device`."
-    if amp == 'none': return None
-    if amp == 'auto':
-        if device.type != 'cuda': return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if amp not in ('bf16', 'fp16'): raise ValueError(f"training.amp: expected auto, bf16, fp16 or none, got {amp!r}")
-    return torch.bfloat16 if amp == 'bf16' else torch.float16
-
 # %% ../nbs/03_trainer.ipynb #16729a04
 LOSSES = {'mse': F.mse_loss, 'l1': F.l1_loss, 'huber': F.huber_loss, 'bce': F.binary_cross_entropy}
 PLATEAU_PATIENCE = 3  # epochs without improvement before `plateau` multiplies the rate by `training.gamma`
@@ -104,12 +94,16 @@ def make_loss(name:str)->Callable:
     if name not in LOSSES: raise ValueError(f"training.loss: expected one of {sorted(LOSSES)}, got {name!r}")
     return LOSSES[name]
 
-def make_optimizer(model:nn.Module, training:TrainingConfig)->torch.optim.Optimizer:
+def make_optimizer(model:nn.Module,         # parameters to optimise (the trainable ones)
+                   training:TrainingConfig,   # `optimizer`, `learning_rate`, `weight_decay`, `momentum`
+                   fused:bool=False,          # the one-kernel implementation (`resources.performance.fused_optimizer`)
+                  )->torch.optim.Optimizer:
     "The optimizer of `training.optimizer` over `model`'s trainable parameters."
     params, lr, wd = [p for p in model.parameters() if p.requires_grad], training.learning_rate, training.weight_decay
-    if training.optimizer == 'adamw': return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
-    if training.optimizer == 'adam': return torch.optim.Adam(params, lr=lr, weight_decay=wd)
-    if training.optimizer == 'sgd': return torch.optim.SGD(params, lr=lr, momentum=training.momentum, weight_decay=wd)
+    kind = {'fused': True} if fused else {}
+    if training.optimizer == 'adamw': return torch.optim.AdamW(params, lr=lr, weight_decay=wd, **kind)
+    if training.optimizer == 'adam': return torch.optim.Adam(params, lr=lr, weight_decay=wd, **kind)
+    if training.optimizer == 'sgd': return torch.optim.SGD(params, lr=lr, momentum=training.momentum, weight_decay=wd, **kind)
     raise ValueError(f"training.optimizer: expected adamw, adam or sgd, got {training.optimizer!r}")
 
 # %% ../nbs/03_trainer.ipynb #c0c38cf1
@@ -374,7 +368,7 @@ def get_training_params(config:AEConfig)->dict:
     return dict(epochs=t.epochs, batch_size=config.data.batch_size, learning_rate=t.learning_rate,
                 weight_decay=t.weight_decay, optimizer=t.optimizer, momentum=t.momentum, scheduler=t.scheduler,
                 warmup_epochs=t.warmup_epochs, step_size=t.step_size, gamma=t.gamma, loss=t.loss, grad_clip=t.grad_clip,
-                early_stopping_patience=t.early_stopping_patience, amp=t.amp, compile=t.compile,
+                early_stopping_patience=t.early_stopping_patience, amp=t.amp, compile=config.resources.performance.compile,
                 device=config.resources.device, seed=config.experiment.seed, deterministic=config.experiment.deterministic)
 
 def get_setup_training_params(config:AEConfig)->dict:
@@ -421,7 +415,8 @@ class TrainerAE:
         self.run_dir = Path(run_dir) if run_dir is not None else config_run_dir(config)
         self.checkpoint_dir, self.plot_dir = self.run_dir/'checkpoints', self.run_dir/'plots'
         self.device = resolve_device(config.resources.device)
-        self.amp_dtype = resolve_amp(config.training.amp, self.device)
+        self.speedups = rule_speedups(config, self.device)  # until `setup_training` decides them for the run
+        self.amp_dtype = self.speedups.amp_dtype
         self.loss_fn = make_loss(config.training.loss)
         self.forward_model, self.eval_model, self.optimizer, self.scheduler, self.scaler = model, model, None, None, None
         self.wandb_run_id, self._wandb, self._wandb_min_step, self._display = None, None, 0, None
@@ -446,21 +441,78 @@ class TrainerAE:
         return self.epoch, self.step_in_epoch, self.global_step
 
 # %% ../nbs/03_trainer.ipynb #8fce002e
+def _data_bytes(*loaders)->int:
+    "Bytes the arrays behind `loaders` would take as float32 on a device (0 for loaders without arrays)."
+    return sum(4 * int(np.prod(l.x.shape)) for l in loaders if l is not None and hasattr(l, 'to_device'))
+
+REUSED = ('amp', 'channels_last', 'fused_optimizer', 'compile')  # settings a restart takes from its checkpoint
+
 @patch
-def setup_training(self:TrainerAE):
-    "Move the model to the device; build optimizer, schedule and AMP scaler; reset the run's position."
+def _decide_speedups(self:TrainerAE, saved:dict|None=None, # `performance` of the checkpoint being resumed
+                    )->Speedups:
+    "The speed settings of this run: the checkpoint's where it has them and the config says `auto`, else timed."
+    if saved and saved.get('device_type') == self.device.type:
+        s = rule_speedups(self.config, self.device, _data_bytes(self.train_loader, self.val_loader))
+        for name in REUSED:
+            if s.how[name] == 'rule': setattr(s, name, saved['settings'][name]); s.how[name] = 'checkpoint'
+        return s
+    if self.world_size > 1:
+        import torch.distributed as dist
+        box = [self._tune_speedups().settings() if self.is_main else None]
+        dist.broadcast_object_list(box, src=0)
+        s = rule_speedups(self.config, self.device, _data_bytes(self.train_loader, self.val_loader))
+        for name in REUSED: setattr(s, name, box[0][name]); s.how[name] = 'rank 0'
+        return s
+    return self._tune_speedups()
+
+@patch
+def _tune_speedups(self:TrainerAE)->Speedups:
+    "Time the `auto` settings on a real batch of this run (restoring every random state), reusing stored timings."
+    t, rng = self.config.training, get_rng_state()
+    batch = next(iter(_epoch_batches(self.train_loader, 0))).to(self.device)
+    set_rng_state(rng)
+    key = timings_key(self.config, getattr(self.model, 'module', self.model), tuple(batch.shape), self.device, self.world_size)
+    path, self._rig = timings_path(self.config, key), None
+    known = load_timings(path, key)
+    step = lambda model, b, opt, amp_dtype: train_step(model, b, opt, self.loss_fn, None, amp_dtype, t.grad_clip)
+    rig = StepRig(self.model, batch, lambda m, fused: make_optimizer(m, t, fused), step)
+    s = tune_speedups(self.config, rig, (t.epochs - self.epoch) * len(self.train_loader),
+                      _data_bytes(self.train_loader, self.val_loader), known, self.log)
+    if s.timings_ms != known and self.is_main: save_timings(path, key, s.timings_ms)
+    if self.world_size == 1: self._rig = rig   # its compiled model, if it compiled the winner, is reused
+    return s
+
+@patch
+def setup_training(self:TrainerAE, saved_performance:dict|None=None, # a checkpoint's `performance` (restart)
+                  ):
+    "Settle the speed settings; move the model and data; build optimizer, schedule and AMP scaler; reset the position."
     t = self.config.training
     output = (getattr(self.model, 'hparams', None) or {}).get('output_activation', 'sigmoid')
     if t.loss == 'bce' and output != 'sigmoid':
         raise ValueError(f"training.loss: 'bce' needs outputs in [0, 1] (model.output_activation 'sigmoid'), got {output!r}")
     if len(self.train_loader) == 0: raise ValueError("the training loader yields no batches (is the train split empty?)")
     self.model.to(self.device)
-    self.optimizer = make_optimizer(self.model, t)
+    self.speedups = s = self._decide_speedups(saved_performance)
+    self.log(f"speed settings: {s}")
+    if self.device.type == 'cuda': torch.backends.cudnn.benchmark = s.cudnn_benchmark
+    apply_layout(self.model, s.channels_last)
+    if s.data_on_device:
+        for loader in (self.train_loader, self.val_loader):
+            if hasattr(loader, 'to_device') and loader.device_x is None: loader.to_device(self.device)
+    self.amp_dtype = s.amp_dtype
+    self.optimizer = make_optimizer(self.model, t, s.fused_optimizer)
     self.scheduler = LRSchedule(self.optimizer, t)
     self.scaler = torch.amp.GradScaler(self.device.type) if self.amp_dtype == torch.float16 else None
-    self.eval_model = torch.compile(self.model) if t.compile else self.model
-    self.forward_model = self.eval_model if self.world_size == 1 else _wrap_ddp(self.model, self.device, t.compile)
+    rig, self._rig = getattr(self, '_rig', None), None
+    self.eval_model = rig.compiled[s.compile] if rig is not None and s.compile in rig.compiled else compile_model(self.model, s.compile)
+    self.forward_model = self.eval_model if self.world_size == 1 else _wrap_ddp(self.model, self.device, s.compile)
     self._reset_state()
+
+@patch
+def _batch_to_device(self:TrainerAE, batch:Tensor)->Tensor:
+    "`batch` on the run's device (without waiting for the copy) and in the model's memory layout."
+    batch = batch.to(self.device, non_blocking=True)
+    return batch.contiguous(memory_format=torch.channels_last) if self.speedups.channels_last else batch
 
 # %% ../nbs/03_trainer.ipynb #25ba22d7
 def _epoch_batches(loader, epoch:int, start:int=0):
@@ -489,7 +541,7 @@ def evaluate(self:TrainerAE, loader)->float:
     total, count = torch.zeros((), device=self.device), 0
     with torch.no_grad():
         for batch in _epoch_batches(loader, 0):
-            batch = batch.to(self.device, non_blocking=True)
+            batch = self._batch_to_device(batch)
             with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
                 output = self.eval_model(batch)
             total += self.loss_fn(output.float(), batch) * len(batch)
@@ -613,6 +665,7 @@ def state_dict(self:TrainerAE, kind:str='latest')->dict:
             'accumulators': {'loss_sum': acc, 'n_samples': self._n_seen, 'epoch_time': self._epoch_time,
                              'per_rank': getattr(self, '_rank_sums', None)},
             'rng': get_rng_state(), 'norm': plain_data(self.norm), 'config': config_to_dict(self.config),
+            'performance': {'device_type': self.device.type, 'settings': self.speedups.settings(), 'how': dict(self.speedups.how)},
             'data_fingerprint': self.data_fingerprint, 'wandb_run_id': self.wandb_run_id}
 
 @patch
@@ -689,11 +742,11 @@ def _is_peer_failure(e:BaseException)->bool:
     return (isinstance(e, getattr(torch.distributed, 'DistError', ())) or
             re.search(r'gloo|nccl|connection (reset|closed|refused)|timed out|timeout', str(e), re.I) is not None)
 
-def _wrap_ddp(model:nn.Module, device:torch.device, compile:bool=False)->nn.Module:
-    "`model` in `DistributedDataParallel` (parameters broadcast from rank 0), compiled if asked."
+def _wrap_ddp(model:nn.Module, device:torch.device, compile:str='off')->nn.Module:
+    "`model` in `DistributedDataParallel` (parameters broadcast from rank 0), compiled in mode `compile` unless off."
     from torch.nn.parallel import DistributedDataParallel
     ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == 'cuda' else None)
-    return torch.compile(ddp) if compile else ddp
+    return compile_model(ddp, compile)
 
 # %% ../nbs/03_trainer.ipynb #9243830b
 @patch
@@ -771,7 +824,7 @@ def _train_epoch(self:TrainerAE):
     try:
         for batch in _epoch_batches(self.train_loader, self.epoch, self.step_in_epoch):
             if self._agreed_stop() is not None: self._gather_rank_sums(); raise TrainingInterrupted(self._stop_signal)
-            batch = batch.to(self.device, non_blocking=True)
+            batch = self._batch_to_device(batch)
             loss = train_step(self.forward_model, batch, self.optimizer, self.loss_fn, self.scaler, self.amp_dtype, t.grad_clip)
             self._loss_sum += loss * len(batch)
             self._n_seen += len(batch)
@@ -910,7 +963,8 @@ def train_with_restart(self:TrainerAE, checkpoint:str|Path='auto', # `auto` (new
     saved = None if path is None else load_checkpoint(path)
     self._check_same_checkpoint(saved, path)
     changes = [] if saved is None else self.check_restart(saved, path)  # refused before anything is built,
-    self.setup_training()                     # so a refused restart leaves no (fresh, empty) emergency checkpoint
+    self.setup_training(None if saved is None else saved.get('performance'))  # after the checks: a refused restart
+                                                                             # leaves no (fresh, empty) emergency checkpoint
     if saved is None:
         self.log(f"restart: no valid checkpoint in {self.checkpoint_dir}; starting a fresh run")
         return self.train()
@@ -927,7 +981,7 @@ def train_with_restart(self:TrainerAE, checkpoint:str|Path='auto', # `auto` (new
 def plot(self:TrainerAE, n:int=8)->tuple[Figure, Figure]:
     "Save (and show, in a notebook) reconstructions of `n` validation samples and the loss curves."
     loader = self.val_loader if self._has_val else self.train_loader
-    batch = next(iter(_epoch_batches(loader, 0)))[:n].to(self.device)
+    batch = self._batch_to_device(next(iter(_epoch_batches(loader, 0)))[:n])
     self.model.eval()
     with torch.no_grad(), torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
         output = self.eval_model(batch).float()

@@ -11,8 +11,10 @@ validation.
 Variants (``--variant``, a comma list):
 
   ae_nb_trainer         `TrainerAE.train()` as `ae_train` runs it: validation, latest/best checkpoints
-                        (atomic, hashed, fsynced), epoch log lines and the default W&B mode every epoch
-  ae_nb_trainer_nockpt  the same with `save_checkpoint` stubbed out, to isolate the checkpoint cost
+                        (atomic, hashed, fsynced), epoch log lines and the default W&B mode every epoch,
+                        with the default `resources.performance` (every switch `auto`: timed, then applied)
+  ae_nb_trainer_eager   the same with `resources.performance.compile: off` (the best eager path)
+  ae_nb_trainer_nockpt  the same as ae_nb_trainer with `save_checkpoint` stubbed out, to isolate the checkpoint cost
   ae_nb_model_plain     a plain loop (random permutation, slice the in-memory tensor, step) on the same
                         `CNNAutoencoder`: separates the model's own cost from the trainer's overhead
 
@@ -21,6 +23,10 @@ Timing has the anchor's definition: the wall time of ``--steps`` optimizer steps
 trainer asks for its next batch, so the window holds everything the trainer does between steps,
 including the end-of-epoch work (validation, checkpoints) of every epoch boundary inside the window.
 Training stops at the step boundary after the window (`request_stop`), so no time outside it is spent.
+The trainer is configured for ``--run-epochs`` epochs (default: just enough for the window on a CPU, 1000 on
+CUDA, two minutes or more of eager training), because its `auto` speed settings depend on the run's length: compiling is
+tried only for runs long enough to repay it. The settings it chose are in each record (`speedups`), with the
+time `setup_training` took to choose them (`setup_s`, outside the window).
 
 ``--compare FILE`` reads JSON lines of `anchor_bench.py --json-out FILE` (and of this script) and prints
 medians and the ratios against the anchor's `raw_tensor`; ``--summary`` does only that.
@@ -40,7 +46,7 @@ from __future__ import annotations
 import argparse, gc, json, math, os, platform, shutil, statistics, subprocess, sys, tempfile, time, traceback
 from pathlib import Path
 
-VARIANTS = ('ae_nb_trainer', 'ae_nb_trainer_nockpt', 'ae_nb_model_plain')
+VARIANTS = ('ae_nb_trainer', 'ae_nb_trainer_eager', 'ae_nb_trainer_nockpt', 'ae_nb_model_plain')
 ANCHOR_BASELINE = 'raw_tensor'
 
 
@@ -89,7 +95,7 @@ class TimedLoader:
 # ----------------------------------------------------------------------------------------------
 # Setup: the reference configuration in ae_nb's own terms
 # ----------------------------------------------------------------------------------------------
-def reference_config(args, results_dir:str, epochs:int):
+def reference_config(args, results_dir:str, epochs:int, compile:str='auto'):
     from ae_nb.config import validate_configuration
     n_total = math.ceil(args.n / 0.8)  # the 80/10/10 split leaves args.n samples for training
     return validate_configuration({
@@ -99,7 +105,7 @@ def reference_config(args, results_dir:str, epochs:int):
         'model': {'embedding_dim': 64, 'channels': [32, 64, 128, 256], 'strides': [2, 2, 2, 2], 'kernel_size': 3,
                   'norm': 'batch', 'activation': 'relu', 'output_activation': 'sigmoid', 'head': args.head},
         'training': {'epochs': epochs, 'learning_rate': args.lr, 'weight_decay': 0.01, 'optimizer': 'adamw', 'loss': 'mse'},
-        'resources': {'device': args.device, 'threads': args.threads},
+        'resources': {'device': args.device, 'threads': args.threads, 'performance': {'compile': compile}},
         'logging': {'progress': 'never', 'wandb': {'mode': args.wandb}},
     })
 
@@ -132,7 +138,7 @@ def log_to_stderr(msg): print(f"  [trainer] {msg}", file=sys.stderr, flush=True)
 # ----------------------------------------------------------------------------------------------
 # Variants: each returns (clock, final_loss, info)
 # ----------------------------------------------------------------------------------------------
-def run_trainer(args, splits, checkpoints:bool):
+def run_trainer(args, splits, checkpoints:bool, compile:str='auto'):
     import torch
     from ae_nb.data import make_loaders
     from ae_nb.model import model_from_config
@@ -141,7 +147,8 @@ def run_trainer(args, splits, checkpoints:bool):
     try:
         probe = reference_config(args, work, 1)
         steps_per_epoch = len(make_loaders(splits, probe)[0])
-        config = reference_config(args, work, math.ceil((args.warmup + args.steps) / steps_per_epoch) + 1)
+        epochs = args.run_epochs or math.ceil((args.warmup + args.steps) / steps_per_epoch) + 1
+        config = reference_config(args, work, epochs, compile)
         seed_everything(config.experiment.seed)
         model = model_from_config(config.model, splits.sample_shape)
         train_loader, val_loader, _ = make_loaders(splits, config)
@@ -151,13 +158,16 @@ def run_trainer(args, splits, checkpoints:bool):
                             run_dir=Path(work)/'train_bench', log=log_to_stderr if args.verbose else (lambda m: None))
         trainer.train_loader = TimedLoader(train_loader, clock, trainer.request_stop)
         if not checkpoints: trainer.save_checkpoint = lambda kind='latest': None
+        t0 = time.perf_counter()
         trainer.setup_training()
+        setup_s = time.perf_counter() - t0
         try: trainer.train()
         except TrainingInterrupted: pass  # the stop requested right after the timing window
         finally: trainer.cleanup()
         files = sorted(p.name for p in trainer.checkpoint_dir.glob('*.pth')) if trainer.checkpoint_dir.is_dir() else []
         info = {'epochs_done': trainer.epoch, 'steps_per_epoch': steps_per_epoch, 'val_samples': len(splits.val),
-                'checkpoints_written': files, 'wandb': args.wandb,
+                'checkpoints_written': files, 'wandb': args.wandb, 'planned_epochs': epochs, 'setup_s': round(setup_s, 2),
+                'speedups': {**trainer.speedups.settings(), 'how': trainer.speedups.how}, 'tuning_ms': trainer.speedups.timings_ms,
                 'last_val_loss': trainer.history['val_loss'][-1] if trainer.history['val_loss'] else None}
         return clock, trainer.history['train_loss'][-1] if trainer.history['train_loss'] else None, info
     finally: shutil.rmtree(work, ignore_errors=True)
@@ -193,7 +203,8 @@ def run_variant(name, args, splits, env, flops)->dict:
     t0 = time.perf_counter()
     try:
         if name == 'ae_nb_model_plain': clock, loss, info = run_model_plain(args, splits)
-        else: clock, loss, info = run_trainer(args, splits, checkpoints=name == 'ae_nb_trainer')
+        else: clock, loss, info = run_trainer(args, splits, checkpoints=name != 'ae_nb_trainer_nockpt',
+                                              compile='off' if name == 'ae_nb_trainer_eager' else 'auto')
         rec.update(status='ok', **clock.result(args.batch_size), final_loss=loss, **info)
     except Exception as e:
         traceback.print_exc(file=sys.stderr)
@@ -215,22 +226,21 @@ def summarize(path:str):
     for r in recs:
         if r.get('status') == 'ok': rows.setdefault(r['variant'], []).append(r)
     if not rows: print("# no records"); return
-    base = statistics.median(r['samples_per_s'] for r in rows[ANCHOR_BASELINE]) if ANCHOR_BASELINE in rows else None
-    print(f"\n# {path}: medians over runs; ratio = samples/s / median of the anchor's {ANCHOR_BASELINE}")
-    print(f"{'variant':<22}{'runs':>5}{'samples/s':>11}{'min':>9}{'max':>9}{'step ms':>10}{'GFLOP/smp':>11}"
-          f"{'TFLOP/s':>9}{'vs ' + ANCHOR_BASELINE:>15}")
+    median = {v: statistics.median(r['samples_per_s'] for r in rs) for v, rs in rows.items()}
+    bases = [b for b in (ANCHOR_BASELINE, 'lightning') if b in median]
+    print(f"\n# {path}: medians over runs; ratios = samples/s / the anchor variant's median")
+    print(f"{'variant':<24}{'runs':>5}{'samples/s':>11}{'min':>10}{'max':>10}{'step ms':>9}{'GFLOP/smp':>10}"
+          f"{'TFLOP/s':>9}" + ''.join(f"{'vs ' + b:>15}" for b in bases))
     for v, rs in rows.items():
-        sps = [r['samples_per_s'] for r in rs]
-        med = statistics.median(sps)
-        ratio = f"{med / base:.3f}" if base else '-'
+        sps, med = [r['samples_per_s'] for r in rs], median[v]
         gf = rs[0].get('gflop_per_sample', float('nan'))
-        print(f"{v:<22}{len(rs):>5}{med:>11.1f}{min(sps):>9.1f}{max(sps):>9.1f}{1e3 * rs[0]['batch_size'] / med:>10.1f}"
-              f"{gf:>11.4f}{gf * med / 1e3:>9.4f}{ratio:>15}")
-    if 'ae_nb_model_plain' in rows:
-        plain = statistics.median(r['samples_per_s'] for r in rows['ae_nb_model_plain'])
-        for v in ('ae_nb_trainer', 'ae_nb_trainer_nockpt'):
-            if v in rows: print(f"# {v} / ae_nb_model_plain (same model: the trainer's own overhead): "
-                                f"{statistics.median(r['samples_per_s'] for r in rows[v]) / plain:.3f}")
+        print(f"{v:<24}{len(rs):>5}{med:>11.1f}{min(sps):>10.1f}{max(sps):>10.1f}{1e3 * rs[0]['batch_size'] / med:>9.2f}"
+              f"{gf:>10.4f}{gf * med / 1e3:>9.3f}" + ''.join(f"{med / median[b]:>15.3f}" for b in bases))
+    if 'ae_nb_model_plain' in median:
+        for v in ('ae_nb_trainer', 'ae_nb_trainer_eager', 'ae_nb_trainer_nockpt'):
+            if v in median: print(f"# {v} / ae_nb_model_plain (same model: the trainer's own overhead): {median[v] / median['ae_nb_model_plain']:.3f}")
+    for v in ('ae_nb_trainer', 'ae_nb_trainer_eager'):
+        if v in rows: print(f"# {v} speed settings: {rows[v][-1].get('speedups')} (chosen in {rows[v][-1].get('setup_s')} s)")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -342,6 +352,7 @@ def parse_args(argv=None):
     p.add_argument('--warmup', type=int, default=None, help="warm-up steps (the anchor's default if unset)")
     p.add_argument('--steps', type=int, default=None, help="timed steps (the anchor's default if unset)")
     p.add_argument('--windows', type=int, default=3)
+    p.add_argument('--run-epochs', type=int, default=None, help='epochs the trainer plans for (default: enough for the window on CPU, 1000 on CUDA)')
     p.add_argument('--repeats', type=int, default=1, help='run the variant list this many times, interleaved')
     p.add_argument('--threads', type=int, default=None, help='torch CPU threads (resources.threads; default torch\'s)')
     p.add_argument('--seed', type=int, default=0)
@@ -356,6 +367,7 @@ def parse_args(argv=None):
     a = p.parse_args(argv)
     cuda = a.device.startswith('cuda')
     a.n = a.n or (8192 if cuda else 2048)
+    a.run_epochs = a.run_epochs or (1000 if cuda else None)
     a.warmup = a.warmup if a.warmup is not None else (50 if cuda else max(3, 640 // a.batch_size))
     a.steps = a.steps if a.steps is not None else (500 if cuda else max(9, 4096 // a.batch_size))
     a.variants = [v.strip() for v in a.variant.split(',') if v.strip()]
