@@ -24,7 +24,7 @@ from .performance import (Speedups, StepRig, apply_layout, compile_model, rule_s
 __all__ = ['LOSSES', 'PLATEAU_PATIENCE', 'CHECKPOINT_FORMAT', 'CHECKPOINT_NAMES', 'REUSED', 'STOP_CHECK_EVERY', 'DIST_TIMEOUT_S',
            'TrainingError', 'TrainingInterrupted', 'CheckpointError', 'RestartError', 'PeerLostError',
            'seed_everything', 'resolve_device', 'make_loss', 'make_optimizer', 'lr_factor', 'LRSchedule', 'train_step',
-           'checkpoint_digest', 'atomic_write_bytes', 'save_checkpoint_file', 'load_checkpoint',
+           'checkpoint_digest', 'atomic_write_bytes', 'checkpoint_bytes', 'save_checkpoint_file', 'load_checkpoint',
            'find_restart_checkpoint', 'get_rng_state', 'set_rng_state', 'reconstruction_mosaic', 'plot_reconstructions',
            'plot_losses', 'get_training_params', 'get_setup_training_params', 'log_hyperparameters', 'TrainerAE',
            'show_progress', 'plain_data', 'init_distributed', 'close_distributed']
@@ -247,15 +247,20 @@ def _to_cpu(obj):
     if isinstance(obj, tuple): return tuple(_to_cpu(v) for v in obj)
     return obj
 
-def save_checkpoint_file(checkpoint:dict, # tensors and plain values only
-                         path:Path,       # destination `.pth`
-                        )->Path:
-    "Store `checkpoint` with its SHA-256 in `path`, atomically."
+def checkpoint_bytes(checkpoint:dict, # tensors and plain values only
+                    )->memoryview:        # the file's contents
+    "`checkpoint` with its SHA-256, serialised as a `.pth` file's bytes."
     checkpoint = _to_cpu(checkpoint)  # one device-to-host copy, shared by the hash and the file
     checkpoint['sha256'] = checkpoint_digest(checkpoint)
     buffer = io.BytesIO()
     torch.save(checkpoint, buffer)
-    return atomic_write_bytes(buffer.getbuffer(), path)
+    return buffer.getbuffer()
+
+def save_checkpoint_file(checkpoint:dict, # tensors and plain values only
+                         path:Path,       # destination `.pth`
+                        )->Path:
+    "Store `checkpoint` with its SHA-256 in `path`, atomically."
+    return atomic_write_bytes(checkpoint_bytes(checkpoint), path)
 
 def load_checkpoint(path:str|Path,         # checkpoint file
                     map_location='cpu',    # where tensors are loaded
@@ -685,7 +690,12 @@ def save_checkpoint(self:TrainerAE, kind:str='latest', # latest, best, restart, 
         self.log("no emergency checkpoint: the model's state is not finite; latest.pth holds the last good epoch")
         return None
     name = f"restart_e{self.epoch:04d}.pth" if kind == 'restart' else CHECKPOINT_NAMES[kind]
-    path = save_checkpoint_file(self.state_dict(kind), self.checkpoint_dir/name)
+    step, data = getattr(self, '_latest_bytes', (None, None))
+    if kind not in ('best', 'restart') or step != self.global_step:
+        data = checkpoint_bytes(self.state_dict('epoch_end' if kind in ('latest', 'best', 'restart') else kind))
+    path = atomic_write_bytes(data, self.checkpoint_dir/name)
+    if kind == 'latest': self._latest_bytes = (self.global_step, data)   # best and restart of this epoch reuse it
+    elif kind not in ('best', 'restart'): self._latest_bytes = (None, None)
     if kind == 'restart': self._prune_restart_checkpoints()
     emergency = self.checkpoint_dir/CHECKPOINT_NAMES['emergency']
     if kind == 'latest' and self._emergency_resumed:  # latest.pth is now further on than the file we resumed from
@@ -866,8 +876,9 @@ def _end_epoch(self:TrainerAE):
              f"{self._epoch_time:.1f}s{'  *best' if improved else ''}")
     self._wandb_log({'epoch': self.epoch, 'train/loss': train_loss, 'val/loss': val_loss, 'train/lr': lr})
     self.save_checkpoint('latest')
-    if improved: self.save_checkpoint('best')
+    if improved: self.save_checkpoint('best')        # the same bytes as latest.pth: serialised and hashed once
     if t.checkpoint.save_every and self.epoch % t.checkpoint.save_every == 0: self.save_checkpoint('restart')
+    self._latest_bytes = (None, None)
     if t.plot_every and self.is_main and (self.epoch % t.plot_every == 0 or self.epoch == t.epochs or self.early_stopped): self.plot()
     if self.early_stopped: self.log(f"early stopping: no validation improvement for {patience} epochs (best {self.best_val:.5f})")
     self._callback('epoch_end')
