@@ -1,0 +1,105 @@
+"Speed settings in a real `TrainerAE`: device-resident data, channels-last, restart reuse, timing cache, compilation."
+import numpy as np
+import pytest
+import torch
+
+import ae_nb.performance as performance
+from ae_nb.config import validate_configuration
+from ae_nb.data import ArrayBatches, synthetic_images
+from ae_nb.model import tiny_autoencoder
+from ae_nb.trainer import TrainerAE, load_checkpoint, seed_everything
+
+
+pytestmark = pytest.mark.usefixtures('one_thread')  # see conftest.py
+
+
+def trainer_for(results_dir, epochs=2, deterministic=True, name='p', **perf):
+    "A trainer of a tiny deterministic run (6 steps an epoch) with `resources.performance` set to `perf`."
+    cfg = validate_configuration({'experiment': {'name': name, 'results_dir': str(results_dir), 'deterministic': deterministic},
+                                  'training': {'epochs': epochs, 'log_every': 2, 'plot_every': 0},
+                                  'resources': {'performance': perf},
+                                  'logging': {'progress': 'never', 'wandb': {'mode': 'disabled'}}})
+    seed_everything(0, deterministic=True)
+    x = synthetic_images(128, 1, 16, 16, seed=0)
+    return TrainerAE(tiny_autoencoder((1, 16, 16), seed=0), cfg, ArrayBatches(x[:96], 16, shuffle=True, seed=1),
+                     ArrayBatches(x[96:], 16), data_fingerprint='fp', log=lambda m: None)
+
+
+def trained(trainer, restart=None):
+    if restart is None: trainer.setup_training(); trainer.train()
+    else: trainer.train_with_restart(restart)
+    return trainer
+
+
+def assert_same_run(a, b):
+    for k, v in a.model.state_dict().items(): assert torch.equal(v, b.model.state_dict()[k]), k
+    assert a.history['train_loss'] == b.history['train_loss'] and a.history['val_loss'] == b.history['val_loss']
+
+
+def test_batches_gathered_on_the_device_train_exactly_like_host_batches(tmp_path):
+    host = trained(trainer_for(tmp_path, name='host'))
+    resident = trained(trainer_for(tmp_path, name='resident', data_on_device=True))
+    assert host.train_loader.device_x is None and resident.train_loader.device_x is not None
+    assert resident.val_loader.device_x is not None
+    assert (resident.speedups.data_on_device, resident.speedups.how['data_on_device']) == (True, 'set')
+    assert_same_run(host, resident)
+
+
+def test_channels_last_trains_and_a_restart_reuses_the_checkpoints_settings(tmp_path):
+    straight = trained(trainer_for(tmp_path/'a', epochs=2, channels_last=True, fused_optimizer=True))
+    assert straight.model.encoder[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+    first = trained(trainer_for(tmp_path/'b', epochs=1, channels_last=True, fused_optimizer=True))
+    saved = load_checkpoint(first.checkpoint_dir/'latest.pth')['performance']
+    assert saved['settings']['channels_last'] is True and saved['how']['channels_last'] == 'set'
+    resumed = trained(trainer_for(tmp_path/'b', epochs=2), restart='auto')   # config says auto: the checkpoint decides
+    assert (resumed.speedups.channels_last, resumed.speedups.how['channels_last']) == (True, 'checkpoint')
+    assert (resumed.speedups.fused_optimizer, resumed.speedups.how['fused_optimizer']) == (True, 'checkpoint')
+    assert_same_run(straight, resumed)
+
+
+def test_a_setting_fixed_in_the_config_wins_over_the_checkpoint(tmp_path):
+    trained(trainer_for(tmp_path, epochs=1, channels_last=True))
+    resumed = trained(trainer_for(tmp_path, epochs=2, channels_last=False), restart='auto')
+    assert (resumed.speedups.channels_last, resumed.speedups.how['channels_last']) == (False, 'set')
+
+
+def test_timings_are_measured_once_per_setup_then_read_back(tmp_path, monkeypatch):
+    calls = []
+    real = performance.time_steps
+    monkeypatch.setattr(performance, 'time_steps', lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(performance, 'TUNE_MIN_S', 5.0)   # let the tiny run afford timing every candidate
+    first = trainer_for(tmp_path, epochs=1, deterministic=False, name='one')
+    first.setup_training()
+    assert calls and set(first.speedups.how[n] for n in ('channels_last', 'fused_optimizer')) == {'measured'}
+    assert len(first.speedups.timings_ms) == 4                       # 2 layouts x 2 optimizers
+    assert len(list((tmp_path/'cache'/'tuning').glob('*.json'))) == 1
+    calls.clear()
+    second = trainer_for(tmp_path, epochs=1, deterministic=False, name='two')
+    second.setup_training()
+    assert calls == [] and second.speedups.settings() == first.speedups.settings()
+
+
+def test_tuning_leaves_no_trace_in_the_run(tmp_path, monkeypatch):
+    "A run that timed its candidates before training equals one that did not time anything."
+    monkeypatch.setattr(performance, 'TUNE_MIN_S', 5.0)
+    tuned = trainer_for(tmp_path, epochs=2, deterministic=False, name='tuned', channels_last=False, fused_optimizer=False)
+    plain = trainer_for(tmp_path, epochs=2, deterministic=False, name='plain', channels_last=False, fused_optimizer=False, tune=False)
+    # only `compile` is auto: the run is too short to try it, but the steps that estimate its length still run
+    rng = torch.get_rng_state()
+    trained(tuned)
+    torch.set_rng_state(rng)
+    trained(plain)
+    assert_same_run(tuned, plain)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() and not __import__('shutil').which('g++'), reason='compiling needs a C++ compiler')
+def test_a_compiled_model_compiles_once_not_every_epoch(tmp_path):
+    from torch._dynamo.utils import counters
+    torch._dynamo.reset(); counters.clear()
+    trainer = trainer_for(tmp_path, epochs=3, compile='default')
+    graphs = []
+    trainer.callbacks.append(lambda t, event: event == 'epoch_end' and graphs.append(counters['stats']['unique_graphs']))
+    trained(trainer)
+    assert trainer.speedups.compile == 'default' and trainer.eval_model is not trainer.model
+    assert graphs[0] > 0 and graphs == [graphs[0]] * 3, graphs   # training and validation graphs made in epoch 1, reused after
+    assert np.isfinite(trainer.history['val_loss']).all()
