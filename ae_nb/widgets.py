@@ -13,7 +13,7 @@ import torch
 from pydantic.fields import FieldInfo
 from fastcore.basics import patch
 
-from .config import (AEConfig, ConfigError, Section, config_overrides, config_to_dict, config_to_yaml, load_config,
+from .config import (AEConfig, ConfigError, Section, Switch, config_overrides, config_to_dict, config_to_yaml, load_config,
                      parse_override, validate_configuration)
 
 # %% auto #0
@@ -38,8 +38,9 @@ class _Displays:
 
 # %% ../nbs/05_widgets.ipynb #1f139226
 def field_kind(annotation)->str:
-    "How `ConfigEditor` edits a field of type `annotation`: choice, bool, int, float, str, optional_str or yaml."
+    "How `ConfigEditor` edits a field of type `annotation`: choice, switch, bool, int, float, str, optional_str or yaml."
     if typing.get_origin(annotation) is Literal: return 'choice'
+    if annotation == Switch: return 'switch'
     for kind, t in (('bool', bool), ('int', int), ('float', float), ('str', str)):
         if annotation is t: return kind
     if set(typing.get_args(annotation)) == {str, type(None)}: return 'optional_str'
@@ -82,6 +83,7 @@ def field_widget(name:str,        # the field's name, used as the label
     common = dict(description=name, tooltip=field.description or name, style=_LABEL_STYLE,
                   layout=W.Layout(width='360px', flex='0 0 auto'))
     if kind == 'choice': return W.Dropdown(options=list(typing.get_args(field.annotation)), value=value, **common)
+    if kind == 'switch': return W.Dropdown(options=[('auto', 'auto'), ('on', True), ('off', False)], value=value, **common)
     if kind == 'bool': return W.Checkbox(value=value, indent=True, **common)
     if kind == 'int': return W.IntText(value=value, **common)
     if kind == 'float': return W.FloatText(value=value, **common)

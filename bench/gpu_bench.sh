@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # One prepared command for a GPU machine: the anchor benchmark and ae_nb's own, on the same GPU in one call,
-# then the summary with ratios. Runs in the repository root; everything it writes goes to $OUT (default
-# bench/out). About 4 minutes on an H200: the anchor's five variants (its `optimized` one compiled), then
+# then the summary with ratios. Everything it writes goes to $OUT (default bench/out). About 4 minutes on an H200: the anchor's five variants (its `optimized` one compiled), then
 # ae_nb's TrainerAE with the default speed settings (timed and chosen, compile included), with compile off,
 # and a plain loop on the same model.
 #
@@ -12,10 +11,11 @@
 #   python -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux2014_x86_64 -d .whl pydantic pydantic-core annotated-types typing-inspection fastcore
 set -euo pipefail
-anchor=${1:?usage: bench/gpu_bench.sh PATH/TO/anchor_bench.py [cuda|cpu]}
+anchor=$(realpath "${1:?usage: bench/gpu_bench.sh PATH/TO/anchor_bench.py [cuda|cpu]}")
 device=${2:-cuda}
 out=${OUT:-bench/out}
-mkdir -p "$out"
+mkdir -p "$out"; out=$(realpath "$out")
+cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 WANDB_MODE=disabled
 if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/ae_nb_site .whl/*.whl
