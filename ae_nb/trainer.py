@@ -5,6 +5,7 @@
 # %% ../nbs/03_trainer.ipynb #9305e34d
 from __future__ import annotations
 import copy, datetime, hashlib, io, itertools, math, os, random, re, secrets, signal, sys, tempfile, threading, time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -25,9 +26,10 @@ __all__ = ['LOSSES', 'PLATEAU_PATIENCE', 'CHECKPOINT_FORMAT', 'CHECKPOINT_NAMES'
            'TrainingError', 'TrainingInterrupted', 'CheckpointError', 'RestartError', 'PeerLostError',
            'seed_everything', 'resolve_device', 'make_loss', 'make_optimizer', 'lr_factor', 'LRSchedule', 'train_step',
            'checkpoint_digest', 'atomic_write_bytes', 'checkpoint_bytes', 'save_checkpoint_file', 'load_checkpoint',
-           'find_restart_checkpoint', 'get_rng_state', 'set_rng_state', 'reconstruction_mosaic', 'plot_reconstructions',
-           'plot_losses', 'get_training_params', 'get_setup_training_params', 'log_hyperparameters', 'TrainerAE',
-           'show_progress', 'plain_data', 'init_distributed', 'close_distributed']
+           'host_snapshot', 'CheckpointWriter', 'find_restart_checkpoint', 'get_rng_state', 'set_rng_state',
+           'reconstruction_mosaic', 'plot_reconstructions', 'plot_losses', 'get_training_params',
+           'get_setup_training_params', 'log_hyperparameters', 'TrainerAE', 'show_progress', 'plain_data',
+           'init_distributed', 'close_distributed', 'match_state_layout']
 
 # %% ../nbs/03_trainer.ipynb #5b851a7d
 class TrainingError(RuntimeError):
@@ -279,6 +281,45 @@ def load_checkpoint(path:str|Path,         # checkpoint file
         raise CheckpointError(f"{path}: damaged checkpoint (its SHA-256 does not match the contents)")
     return checkpoint
 
+# %% ../nbs/03_trainer.ipynb #b7782914
+def host_snapshot(obj)->tuple[object, object]:
+    "A private copy of `obj` with every tensor in host memory, and the CUDA event after which the copies are done (or None)."
+    streams = set()
+    def copy_(x):
+        if isinstance(x, Tensor):
+            x = x.detach()
+            if x.is_cuda:   # into pinned memory, in the same layout, without waiting for the GPU
+                out = torch.empty_like(x, device='cpu', pin_memory=True)
+                streams.add(x.device); return out.copy_(x, non_blocking=True)
+            return x.to('cpu', copy=True)   # keeps the layout: optimizer state must match its parameter's
+        if isinstance(x, dict): return {k: copy_(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)): return type(x)(copy_(v) for v in x)
+        return x
+    out, event = copy_(obj), None
+    if streams: event = torch.cuda.Event(); event.record(torch.cuda.current_stream(next(iter(streams))))
+    return out, event
+
+class CheckpointWriter:
+    "A background thread that runs checkpoint writes in order, one at a time; a failed write's error is raised by the next call."
+    def __init__(self): self._pool, self._job = None, None
+
+    def submit(self, fn:Callable, *args):
+        "Run `fn(*args)` in the background once the previous write has finished (raising its error, if it failed)."
+        self.wait()
+        if self._pool is None: self._pool = ThreadPoolExecutor(1, thread_name_prefix='ae_nb-checkpoint')
+        self._job = self._pool.submit(fn, *args)
+
+    def wait(self):
+        "Block until the current write is done; raise its error if it failed."
+        job, self._job = self._job, None
+        if job is not None: job.result()
+
+    def close(self):
+        "Wait for the current write, then stop the thread (safe to call more than once)."
+        try: self.wait()
+        finally:
+            if self._pool is not None: self._pool.shutdown(); self._pool = None
+
 # %% ../nbs/03_trainer.ipynb #b7fdb810
 def _checkpoint_candidates(folder:Path)->list[Path]:
     "Checkpoint files of a run that a restart may resume from, most preferred first on a tie."
@@ -427,6 +468,7 @@ class TrainerAE:
         self.wandb_run_id, self._wandb, self._wandb_min_step, self._display = None, None, 0, None
         self._stop_signal, self._signal_count, self._saved_handlers = None, 0, {}
         self.callbacks = []  # fn(trainer, event) after each epoch ('epoch_end') and when training ends ('train_end')
+        self._writer = CheckpointWriter()  # end-of-epoch checkpoints are written in the background
         self._reset_state()
 
     def _reset_state(self):
@@ -689,20 +731,46 @@ def save_checkpoint(self:TrainerAE, kind:str='latest', # latest, best, restart, 
     if kind == 'emergency' and not self._state_is_finite():
         self.log("no emergency checkpoint: the model's state is not finite; latest.pth holds the last good epoch")
         return None
+    self._wait_for_writes(raising=kind != 'emergency')  # an emergency save is attempted even after a failed write
     name = f"restart_e{self.epoch:04d}.pth" if kind == 'restart' else CHECKPOINT_NAMES[kind]
-    step, data = getattr(self, '_latest_bytes', (None, None))
-    if kind not in ('best', 'restart') or step != self.global_step:
-        data = checkpoint_bytes(self.state_dict('epoch_end' if kind in ('latest', 'best', 'restart') else kind))
-    path = atomic_write_bytes(data, self.checkpoint_dir/name)
-    if kind == 'latest': self._latest_bytes = (self.global_step, data)   # best and restart of this epoch reuse it
-    elif kind not in ('best', 'restart'): self._latest_bytes = (None, None)
-    if kind == 'restart': self._prune_restart_checkpoints()
-    emergency = self.checkpoint_dir/CHECKPOINT_NAMES['emergency']
-    if kind == 'latest' and self._emergency_resumed:  # latest.pth is now further on than the file we resumed from
-        emergency.unlink(missing_ok=True); self._emergency_resumed = False
+    path = save_checkpoint_file(self.state_dict(kind), self.checkpoint_dir/name)
+    self._after_write([name])
     if kind == 'emergency':
         self.log(f"emergency checkpoint {path}: epoch {self.epoch + 1}, step {self.step_in_epoch}/{len(self.train_loader)}")
     return path
+
+@patch
+def _after_write(self:TrainerAE, names:list[str]):
+    "Tidy up after checkpoint files `names` were written: prune restart files, drop an emergency file now behind latest."
+    if any(n.startswith('restart_') for n in names): self._prune_restart_checkpoints()
+    if 'latest.pth' in names and self._emergency_resumed:  # latest.pth is now further on than the file we resumed from
+        (self.checkpoint_dir/CHECKPOINT_NAMES['emergency']).unlink(missing_ok=True); self._emergency_resumed = False
+
+@patch
+def _write_files(self:TrainerAE, state:dict, event, names:list[str]):
+    "Serialise and hash `state` once and write it under every one of `names` (runs on the writer thread)."
+    if event is not None: event.synchronize()   # the snapshot's copies from the GPU are done
+    data = checkpoint_bytes(state)
+    for name in names: atomic_write_bytes(data, self.checkpoint_dir/name)
+    self._after_write(names)
+
+@patch
+def save_epoch_checkpoints(self:TrainerAE, best:bool=False, # also write `best.pth`
+                           restart:bool=False,              # also write `restart_eNNNN.pth`
+                          ):
+    "Write this epoch's `latest.pth` (and `best`, `restart`) in the background: one snapshot, one serialisation."
+    if not self.is_main or self.optimizer is None: return
+    names = ['latest.pth'] + ['best.pth'] * best + [f"restart_e{self.epoch:04d}.pth"] * restart
+    state, event = host_snapshot(self.state_dict('epoch_end'))
+    self._writer.submit(self._write_files, state, event, names)
+
+@patch
+def _wait_for_writes(self:TrainerAE, raising:bool=True):
+    "Wait for a background checkpoint write; its error is raised, or only logged when `raising` is False."
+    try: self._writer.wait()
+    except Exception as e:
+        if raising: raise
+        self.log(f"an earlier checkpoint write failed: {e}")
 
 @patch
 def _prune_restart_checkpoints(self:TrainerAE):
@@ -875,10 +943,7 @@ def _end_epoch(self:TrainerAE):
     self.log(f"epoch {self.epoch:>3}/{t.epochs}  train {train_loss:.5f}  val {val_text}  lr {lr:.2e}  "
              f"{self._epoch_time:.1f}s{'  *best' if improved else ''}")
     self._wandb_log({'epoch': self.epoch, 'train/loss': train_loss, 'val/loss': val_loss, 'train/lr': lr})
-    self.save_checkpoint('latest')
-    if improved: self.save_checkpoint('best')        # the same bytes as latest.pth: serialised and hashed once
-    if t.checkpoint.save_every and self.epoch % t.checkpoint.save_every == 0: self.save_checkpoint('restart')
-    self._latest_bytes = (None, None)
+    self.save_epoch_checkpoints(best=improved, restart=bool(t.checkpoint.save_every) and self.epoch % t.checkpoint.save_every == 0)
     if t.plot_every and self.is_main and (self.epoch % t.plot_every == 0 or self.epoch == t.epochs or self.early_stopped): self.plot()
     if self.early_stopped: self.log(f"early stopping: no validation improvement for {patience} epochs (best {self.best_val:.5f})")
     self._callback('epoch_end')
@@ -908,6 +973,7 @@ def train(self:TrainerAE)->dict:
         raise
     finally:
         self._restore_signal_handlers()
+        self._wait_for_writes(raising=sys.exc_info()[0] is None)  # never return, or stop, with a write pending
         self._callback('train_end')
     if self._agreed_stop(every_step=True) is not None: raise TrainingInterrupted(self._stop_signal)  # arrived after the last step: honour it
     return self.history
@@ -947,11 +1013,20 @@ def check_restart(self:TrainerAE, checkpoint:dict, # a loaded checkpoint
                        "correct, but not bitwise equal to an uninterrupted run)")
     return changes
 
+def match_state_layout(optimizer:torch.optim.Optimizer):
+    "Give every per-parameter state tensor its parameter's memory layout (fused optimizers silently miscompute otherwise)."
+    for group in optimizer.param_groups:
+        for p in group['params']:
+            for k, v in optimizer.state.get(p, {}).items():
+                if isinstance(v, Tensor) and v.shape == p.shape and v.stride() != p.stride():
+                    optimizer.state[p][k] = torch.empty_like(p, dtype=v.dtype).copy_(v)
+
 @patch
 def load_state(self:TrainerAE, checkpoint:dict):
     "Restore weights, optimizer, schedule, scaler, position, history, accumulators and RNG states."
     getattr(self.model, 'module', self.model).load_state_dict(checkpoint['model'])
     self.optimizer.load_state_dict(checkpoint['optimizer'])
+    match_state_layout(self.optimizer)
     self.scheduler.load_state_dict(checkpoint['scheduler'])
     if self.scaler is not None and checkpoint['scaler'] is not None: self.scaler.load_state_dict(checkpoint['scaler'])
     self.epoch, self.step_in_epoch, self.global_step = checkpoint['epoch'], checkpoint['step_in_epoch'], checkpoint['global_step']
@@ -964,6 +1039,8 @@ def load_state(self:TrainerAE, checkpoint:dict):
     if self.world_size > 1 and self._loss_sum is not None: self._restore_rank_sums(acc.get('per_rank'))
     self.wandb_run_id = checkpoint.get('wandb_run_id') or self.wandb_run_id
     set_rng_state(checkpoint['rng'])
+
+
 
 # %% ../nbs/03_trainer.ipynb #74d3d267
 @patch
@@ -1012,7 +1089,9 @@ def plot(self:TrainerAE, n:int=8)->tuple[Figure, Figure]:
 # %% ../nbs/03_trainer.ipynb #57ba6b96
 @patch
 def cleanup(self:TrainerAE):
-    "Restore signal handlers, finish W&B and release cached GPU memory; safe to call more than once."
+    "Finish checkpoint writes, restore signal handlers, finish W&B and release cached GPU memory; safe to call more than once."
+    try: self._writer.close()
+    except Exception as e: self.log(f"a checkpoint write failed: {e}")
     self._restore_signal_handlers()
     run, self._wandb = self._wandb, None
     if run is not None:

@@ -103,3 +103,16 @@ def test_a_compiled_model_compiles_once_not_every_epoch(tmp_path):
     assert trainer.speedups.compile == 'default' and trainer.eval_model is not trainer.model
     assert graphs[0] > 0 and graphs == [graphs[0]] * 3, graphs   # training and validation graphs made in epoch 1, reused after
     assert np.isfinite(trainer.history['val_loss']).all()
+
+
+def test_a_restart_in_another_layout_gives_the_optimizer_state_the_new_layout(tmp_path):
+    "Fused Adam over channels-last weights with contiguous moments miscomputes silently; the restart must prevent it."
+    straight = trained(trainer_for(tmp_path/'a', epochs=2, channels_last=False, fused_optimizer=True))
+    trained(trainer_for(tmp_path/'b', epochs=1, channels_last=False, fused_optimizer=True))
+    resumed = trainer_for(tmp_path/'b', epochs=2, channels_last=True, fused_optimizer=True)
+    resumed.train_with_restart('auto')
+    for p in resumed.model.parameters():
+        for v in resumed.optimizer.state[p].values():
+            if v.shape == p.shape: assert v.stride() == p.stride()
+    a, b = straight.history['val_loss'][-1], resumed.history['val_loss'][-1]
+    assert abs(a - b) < 0.02 * a, (a, b)   # the same training up to rounding in another layout

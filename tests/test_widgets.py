@@ -107,7 +107,7 @@ def test_editor_from_file_and_bad_start(tmp_path):
 def test_field_kinds_cover_the_schema():
     editor = ConfigEditor()
     assert {field_kind(editor._field(k).annotation) for k in LEAF_KEYS} == {
-        'choice', 'bool', 'int', 'float', 'str', 'optional_str', 'yaml'}
+        'choice', 'switch', 'bool', 'int', 'float', 'str', 'optional_str', 'yaml'}
 
 
 HISTORY = {'epoch': [1, 2, 3], 'train_loss': [0.5, 0.3, 0.2], 'val_loss': [0.6, 0.4, 0.35], 'lr': [1e-3, 8e-4, 5e-4], 'time': [0.1, 0.2, 0.3]}
