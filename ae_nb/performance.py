@@ -17,7 +17,7 @@ from .config import AEConfig, config_to_dict, cache_dir
 
 # %% auto #0
 __all__ = ['MEASURED', 'AMP_DTYPES', 'MARGIN', 'TUNE_SHARE', 'TUNE_MIN_S', 'COMPILE_MIN_RUN_S', 'Speedups', 'rule_speedups',
-           'fits_on_device', 'time_steps', 'apply_layout', 'compile_model', 'StepRig', 'candidate_name',
+           'fits_on_device', 'time_steps', 'apply_layout', 'compile_model', 'begin_step', 'StepRig', 'candidate_name',
            'tune_speedups', 'device_name', 'timings_key', 'timings_path', 'load_timings', 'save_timings']
 
 # %% ../nbs/02a_performance.ipynb #4057d70d
@@ -104,6 +104,10 @@ def compile_model(model:nn.Module, mode:str)->nn.Module:
     if mode == 'off': return model
     return torch.compile(model, mode=None if mode == 'default' else mode, dynamic=False)
 
+def begin_step(mode:str):
+    "Tell CUDA graphs (compile mode `reduce-overhead`) that a new step starts: the previous step's outputs may be reused."
+    if mode == 'reduce-overhead': torch.compiler.cudagraph_mark_step_begin()
+
 def _rng_state(device:torch.device)->dict:
     return {'cpu': torch.get_rng_state(), 'cuda': torch.cuda.get_rng_state(device) if device.type == 'cuda' else None}
 
@@ -127,7 +131,7 @@ class StepRig:
         if s.compile not in self.compiled: self.compiled[s.compile] = compile_model(self.model, s.compile)
         model, opt = self.compiled[s.compile], self.make_optimizer(self.model, s.fused_optimizer)
         batch = self.batch.contiguous(memory_format=torch.channels_last if s.channels_last else torch.contiguous_format)
-        return lambda: self.step_fn(model, batch, opt, s.amp_dtype)
+        return lambda: (begin_step(s.compile), self.step_fn(model, batch, opt, s.amp_dtype))
 
     def close(self, channels_last:bool):
         "Put back the weights, statistics and random state; leave the model in the chosen layout."

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 
 from . import __version__
 from .config import AEConfig, TrainingConfig, config_hash, config_to_dict, flatten_dict, run_dir as config_run_dir
-from .performance import (Speedups, StepRig, apply_layout, compile_model, rule_speedups, tune_speedups, timings_key,
+from .performance import (Speedups, StepRig, apply_layout, begin_step, compile_model, rule_speedups, tune_speedups, timings_key,
                                timings_path, load_timings, save_timings)
 
 # %% auto #0
@@ -540,6 +540,8 @@ def setup_training(self:TrainerAE, saved_performance:dict|None=None, # a checkpo
     if len(self.train_loader) == 0: raise ValueError("the training loader yields no batches (is the train split empty?)")
     self.model.to(self.device)
     self.speedups = s = self._decide_speedups(saved_performance)
+    if self.world_size > 1 and s.compile == 'reduce-overhead':   # CUDA graphs around DDP's all-reduce hooks: not supported here
+        s.compile, s.how['compile'] = 'default', s.how['compile'] + ', without CUDA graphs under DDP'
     self.log(f"speed settings: {s}")
     if self.device.type == 'cuda': torch.backends.cudnn.benchmark = s.cudnn_benchmark
     apply_layout(self.model, s.channels_last)
@@ -557,7 +559,8 @@ def setup_training(self:TrainerAE, saved_performance:dict|None=None, # a checkpo
 
 @patch
 def _batch_to_device(self:TrainerAE, batch:Tensor)->Tensor:
-    "`batch` on the run's device (without waiting for the copy) and in the model's memory layout."
+    "`batch` on the run's device (without waiting for the copy) and in the model's memory layout; a new step begins."
+    begin_step(self.speedups.compile)
     batch = batch.to(self.device, non_blocking=True)
     return batch.contiguous(memory_format=torch.channels_last) if self.speedups.channels_last else batch
 
