@@ -4,7 +4,7 @@
 
 # %% ../nbs/02a_performance.ipynb #d117d3f5
 from __future__ import annotations
-import copy, hashlib, json, os, platform, time
+import copy, functools, hashlib, json, os, platform, time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
@@ -16,9 +16,10 @@ from . import __version__
 from .config import AEConfig, config_to_dict, cache_dir
 
 # %% auto #0
-__all__ = ['MEASURED', 'AMP_DTYPES', 'MARGIN', 'TUNE_SHARE', 'TUNE_MIN_S', 'COMPILE_MIN_RUN_S', 'Speedups', 'rule_speedups',
-           'fits_on_device', 'time_steps', 'apply_layout', 'compile_model', 'begin_step', 'StepRig', 'candidate_name',
-           'tune_speedups', 'device_name', 'timings_key', 'timings_path', 'load_timings', 'save_timings']
+__all__ = ['MEASURED', 'AMP_DTYPES', 'MARGIN', 'TUNE_SHARE', 'TUNE_MIN_S', 'COMPILE_MIN_RUN_S', 'Speedups', 'fused_available',
+           'rule_speedups', 'fits_on_device', 'time_steps', 'apply_layout', 'compile_model', 'begin_step', 'StepRig',
+           'candidate_name', 'tune_speedups', 'device_name', 'timings_key', 'timings_path', 'load_timings',
+           'save_timings']
 
 # %% ../nbs/02a_performance.ipynb #4057d70d
 MEASURED = ('amp', 'channels_last', 'fused_optimizer')  # settings timed in every combination when `auto`
@@ -49,6 +50,17 @@ class Speedups:
 # %% ../nbs/02a_performance.ipynb #19f5bbc4
 def _bf16_ok(device:torch.device)->bool: return device.type == 'cuda' and torch.cuda.is_bf16_supported()
 
+@functools.lru_cache(maxsize=None)
+def fused_available(device_type:str, # `cpu`, `cuda` or `mps`
+                    optimizer:str,    # `adamw`, `adam` or `sgd`
+                   )->bool:
+    "Whether this PyTorch has a fused `optimizer` for `device_type` (CPU ones came in 2.4), found by trying one step."
+    p = torch.zeros(1, device=device_type, requires_grad=True)
+    p.grad = torch.zeros_like(p)
+    cls = {'adamw': torch.optim.AdamW, 'adam': torch.optim.Adam, 'sgd': torch.optim.SGD}[optimizer]
+    try: cls([p], lr=0.1, fused=True).step(); return True
+    except (RuntimeError, ValueError, TypeError): return False
+
 def rule_speedups(config:AEConfig,          # `resources.performance`, `training.amp`, `experiment.deterministic`
                   device:torch.device,      # where the run trains
                   data_bytes:int=0,         # bytes of the arrays `data_on_device` would hold
@@ -60,7 +72,11 @@ def rule_speedups(config:AEConfig,          # `resources.performance`, `training
         setattr(s, name, rule if value == 'auto' else value); how[name] = 'rule' if value == 'auto' else 'set'
     pick('amp', amp, 'bf16' if _bf16_ok(device) else 'none')
     pick('channels_last', perf.channels_last, False)
-    pick('fused_optimizer', perf.fused_optimizer, cuda)
+    fused_ok = fused_available(device.type, config.training.optimizer)
+    if perf.fused_optimizer is True and not fused_ok:
+        raise ValueError(f"resources.performance.fused_optimizer: true, but PyTorch {torch.__version__} has no fused "
+                         f"{config.training.optimizer} on {device.type} (use auto or false)")
+    pick('fused_optimizer', perf.fused_optimizer, cuda and fused_ok)
     pick('compile', perf.compile, 'off')
     pick('cudnn_benchmark', perf.cudnn_benchmark, cuda and not config.experiment.deterministic)
     pick('data_on_device', perf.data_on_device, cuda and fits_on_device(data_bytes, device, perf.device_memory_share))
@@ -174,7 +190,8 @@ def tune_speedups(config:AEConfig,        # the run's configuration
     "Decide each `auto` setting of `config` by timing real training steps; return the fastest settings."
     device, timings = rig.batch.device, dict(timings or {})
     best = rule_speedups(config, device, data_bytes)
-    auto = [n for n in MEASURED if best.how[n] == 'rule' and (n != 'amp' or _bf16_ok(device))]
+    can_vary = {'amp': _bf16_ok(device), 'channels_last': True, 'fused_optimizer': fused_available(device.type, config.training.optimizer)}
+    auto = [n for n in MEASURED if best.how[n] == 'rule' and can_vary[n]]
     try_compile = best.how['compile'] == 'rule'
     if not config.resources.performance.tune or config.experiment.deterministic or not (auto or try_compile): return best
     def ms(s:Speedups, steps:int)->float:

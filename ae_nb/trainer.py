@@ -301,11 +301,13 @@ def host_snapshot(obj)->tuple[object, object]:
 
 class CheckpointWriter:
     "A background thread that runs checkpoint writes in order, one at a time; a failed write's error is raised by the next call."
-    def __init__(self): self._pool, self._job = None, None
+    def __init__(self, background:bool=True): # False: run each write at once, in the caller's thread
+        self.background, self._pool, self._job = background, None, None
 
     def submit(self, fn:Callable, *args):
         "Run `fn(*args)` in the background once the previous write has finished (raising its error, if it failed)."
         self.wait()
+        if not self.background: fn(*args); return
         if self._pool is None: self._pool = ThreadPoolExecutor(1, thread_name_prefix='ae_nb-checkpoint')
         self._job = self._pool.submit(fn, *args)
 
@@ -468,7 +470,7 @@ class TrainerAE:
         self.wandb_run_id, self._wandb, self._wandb_min_step, self._display = None, None, 0, None
         self._stop_signal, self._signal_count, self._saved_handlers = None, 0, {}
         self.callbacks = []  # fn(trainer, event) after each epoch ('epoch_end') and when training ends ('train_end')
-        self._writer = CheckpointWriter()  # end-of-epoch checkpoints are written in the background
+        self._writer = CheckpointWriter(background=self.device.type != 'cpu')  # in the background while a GPU trains
         self._reset_state()
 
     def _reset_state(self):

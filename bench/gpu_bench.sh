@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One prepared command for a GPU machine: the anchor benchmark and ae_nb's own, on the same GPU in one call,
-# then the summary with ratios. Everything it writes goes to $OUT (default bench/out). About 4 minutes on an H200: the anchor's five variants (its `optimized` one compiled), then
-# ae_nb's TrainerAE with the default speed settings (timed and chosen, compile included), with compile off,
-# and a plain loop on the same model.
+# then the summary with ratios. Everything it writes goes to $OUT (default bench/out). About 5 minutes on an
+# H200: the anchor's five variants (its `optimized` one compiled), then ae_nb's TrainerAE with the default
+# speed settings (timed and chosen, compile included), with compile off, and a plain loop on the same model;
+# then TrainerAE again at batch 1024 (model FLOP/s against the bf16 peak).
 #
 #   bench/gpu_bench.sh PATH/TO/anchor_bench.py [cuda|cpu]
 #
@@ -30,6 +31,9 @@ if [ "$device" = cuda ]; then
   python3 "$anchor" --device cuda --compile --json-out "$jsonl" 2>&1 | tee "$out/anchor.log"
   python3 bench/train_bench.py --device cuda --wandb disabled --variant ae_nb_trainer,ae_nb_trainer_eager,ae_nb_model_plain \
     --json-out "$jsonl" 2>&1 | tee "$out/ae_nb.log"
+  # the same at batch 1024: how much of the GPU's bf16 peak larger steps reach (model TFLOP/s in the record)
+  python3 bench/train_bench.py --device cuda --wandb disabled --variant ae_nb_trainer --batch-size 1024 --n 32768 \
+    --json-out "$out/big_batch.jsonl" 2>&1 | tee "$out/ae_nb_big.log"
 else   # a dry run of this script on a CPU machine: small and quick
   python3 "$anchor" --device cpu --variant raw_tensor --steps 6 --warmup 2 --json-out "$jsonl" 2>&1 | tee "$out/anchor.log"
   python3 bench/train_bench.py --device cpu --wandb disabled --variant ae_nb_trainer,ae_nb_trainer_eager,ae_nb_model_plain \

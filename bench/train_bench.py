@@ -14,7 +14,8 @@ Variants (``--variant``, a comma list):
                         (atomic, hashed, fsynced), epoch log lines and the default W&B mode every epoch,
                         with the default `resources.performance` (every switch `auto`: timed, then applied)
   ae_nb_trainer_eager   the same with `resources.performance.compile: off` (the best eager path)
-  ae_nb_trainer_nockpt  the same as ae_nb_trainer with `save_checkpoint` stubbed out, to isolate the checkpoint cost
+  ae_nb_trainer_nockpt  the same as ae_nb_trainer with its checkpoint writes stubbed out, to isolate their cost
+  ae_nb_trainer_noval   the same as ae_nb_trainer without a validation set, to isolate the validation cost
   ae_nb_model_plain     a plain loop (random permutation, slice the in-memory tensor, step) on the same
                         `CNNAutoencoder`: separates the model's own cost from the trainer's overhead
 
@@ -46,7 +47,7 @@ from __future__ import annotations
 import argparse, gc, json, math, os, platform, shutil, statistics, subprocess, sys, tempfile, time, traceback
 from pathlib import Path
 
-VARIANTS = ('ae_nb_trainer', 'ae_nb_trainer_eager', 'ae_nb_trainer_nockpt', 'ae_nb_model_plain')
+VARIANTS = ('ae_nb_trainer', 'ae_nb_trainer_eager', 'ae_nb_trainer_nockpt', 'ae_nb_trainer_noval', 'ae_nb_model_plain')
 ANCHOR_BASELINE = 'raw_tensor'
 
 
@@ -138,7 +139,7 @@ def log_to_stderr(msg): print(f"  [trainer] {msg}", file=sys.stderr, flush=True)
 # ----------------------------------------------------------------------------------------------
 # Variants: each returns (clock, final_loss, info)
 # ----------------------------------------------------------------------------------------------
-def run_trainer(args, splits, checkpoints:bool, compile:str='auto'):
+def run_trainer(args, splits, checkpoints:bool, compile:str='auto', validation:bool=True):
     import torch
     from ae_nb.data import make_loaders
     from ae_nb.model import model_from_config
@@ -154,10 +155,10 @@ def run_trainer(args, splits, checkpoints:bool, compile:str='auto'):
         train_loader, val_loader, _ = make_loaders(splits, config)
         device = torch.device(args.device)
         clock = Clock(args.warmup, args.steps, args.windows, device)
-        trainer = TrainerAE(model, config, None, val_loader, norm=splits.norm, data_fingerprint=splits.fingerprint,
+        trainer = TrainerAE(model, config, None, val_loader if validation else None, norm=splits.norm, data_fingerprint=splits.fingerprint,
                             run_dir=Path(work)/'train_bench', log=log_to_stderr if args.verbose else (lambda m: None))
         trainer.train_loader = TimedLoader(train_loader, clock, trainer.request_stop)
-        if not checkpoints: trainer.save_checkpoint = lambda kind='latest': None
+        if not checkpoints: trainer.save_epoch_checkpoints = trainer.save_checkpoint = lambda *a, **k: None
         t0 = time.perf_counter()
         trainer.setup_training()
         setup_s = time.perf_counter() - t0
@@ -165,8 +166,8 @@ def run_trainer(args, splits, checkpoints:bool, compile:str='auto'):
         except TrainingInterrupted: pass  # the stop requested right after the timing window
         finally: trainer.cleanup()
         files = sorted(p.name for p in trainer.checkpoint_dir.glob('*.pth')) if trainer.checkpoint_dir.is_dir() else []
-        info = {'epochs_done': trainer.epoch, 'steps_per_epoch': steps_per_epoch, 'val_samples': len(splits.val),
-                'checkpoints_written': files, 'wandb': args.wandb, 'planned_epochs': epochs, 'setup_s': round(setup_s, 2),
+        info = {'epochs_done': trainer.epoch, 'steps_per_epoch': steps_per_epoch, 'val_samples': len(splits.val) if validation else 0,
+                'checkpoints_written': files, 'wandb': args.wandb, 'validation': validation, 'planned_epochs': epochs, 'setup_s': round(setup_s, 2),
                 'speedups': {**trainer.speedups.settings(), 'how': trainer.speedups.how}, 'tuning_ms': trainer.speedups.timings_ms,
                 'last_val_loss': trainer.history['val_loss'][-1] if trainer.history['val_loss'] else None}
         return clock, trainer.history['train_loss'][-1] if trainer.history['train_loss'] else None, info
@@ -204,7 +205,8 @@ def run_variant(name, args, splits, env, flops)->dict:
     try:
         if name == 'ae_nb_model_plain': clock, loss, info = run_model_plain(args, splits)
         else: clock, loss, info = run_trainer(args, splits, checkpoints=name != 'ae_nb_trainer_nockpt',
-                                              compile='off' if name == 'ae_nb_trainer_eager' else 'auto')
+                                              compile='off' if name == 'ae_nb_trainer_eager' else 'auto',
+                                              validation=name != 'ae_nb_trainer_noval')
         rec.update(status='ok', **clock.result(args.batch_size), final_loss=loss, **info)
     except Exception as e:
         traceback.print_exc(file=sys.stderr)
@@ -237,7 +239,7 @@ def summarize(path:str):
         print(f"{v:<24}{len(rs):>5}{med:>11.1f}{min(sps):>10.1f}{max(sps):>10.1f}{1e3 * rs[0]['batch_size'] / med:>9.2f}"
               f"{gf:>10.4f}{gf * med / 1e3:>9.3f}" + ''.join(f"{med / median[b]:>15.3f}" for b in bases))
     if 'ae_nb_model_plain' in median:
-        for v in ('ae_nb_trainer', 'ae_nb_trainer_eager', 'ae_nb_trainer_nockpt'):
+        for v in ('ae_nb_trainer', 'ae_nb_trainer_eager', 'ae_nb_trainer_nockpt', 'ae_nb_trainer_noval'):
             if v in median: print(f"# {v} / ae_nb_model_plain (same model: the trainer's own overhead): {median[v] / median['ae_nb_model_plain']:.3f}")
     for v in ('ae_nb_trainer', 'ae_nb_trainer_eager'):
         if v in rows: print(f"# {v} speed settings: {rows[v][-1].get('speedups')} (chosen in {rows[v][-1].get('setup_s')} s)")

@@ -116,3 +116,37 @@ def test_a_restart_in_another_layout_gives_the_optimizer_state_the_new_layout(tm
             if v.shape == p.shape: assert v.stride() == p.stride()
     a, b = straight.history['val_loss'][-1], resumed.history['val_loss'][-1]
     assert abs(a - b) < 0.02 * a, (a, b)   # the same training up to rounding in another layout
+
+
+def test_checkpoints_written_in_the_background_equal_those_written_inline(tmp_path):
+    "The GPU path's background writer (forced here on the CPU) writes the same states, and every file is complete when `train` returns."
+    from ae_nb.trainer import CheckpointWriter
+    inline = trained(trainer_for(tmp_path, epochs=3, name='inline'))
+    background = trainer_for(tmp_path, epochs=3, name='background')
+    background._writer = CheckpointWriter(background=True)
+    trained(background)
+    assert background._writer._pool is not None   # it really ran on the writer thread
+    for name in ('latest.pth', 'best.pth', 'final_checkpoint.pth'):
+        a, b = (load_checkpoint(t.checkpoint_dir/name) for t in (inline, background))
+        assert a['epoch'] == b['epoch'] == 3
+        assert {k: v for k, v in a['history'].items() if k != 'time'} == {k: v for k, v in b['history'].items() if k != 'time'}
+        for k, v in a['model'].items(): assert torch.equal(v, b['model'][k]), (name, k)
+        for k, v in a['optimizer']['state'].items(): assert torch.equal(v['exp_avg'], b['optimizer']['state'][k]['exp_avg'])
+    background.cleanup()
+
+
+def test_a_failed_background_write_stops_training_with_the_error(tmp_path, monkeypatch):
+    import errno, os
+    from ae_nb.trainer import CheckpointWriter, TrainingError
+    trainer = trainer_for(tmp_path, epochs=3)
+    trainer._writer = CheckpointWriter(background=True)
+    real, latest_writes = os.replace, []
+    def full_disk(src, dst):   # the disk fills up after the first latest.pth
+        if str(dst).endswith('latest.pth') and (latest_writes.append(dst) or len(latest_writes) > 1):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(src, dst)
+    monkeypatch.setattr('ae_nb.trainer.os.replace', full_disk)
+    with pytest.raises(OSError, match=r'could not write .*latest.pth \(No space left on device\)'):
+        trained(trainer)
+    assert load_checkpoint(trainer.checkpoint_dir/'latest.pth')['epoch'] == 1   # the last good one stays
+    assert not list(trainer.checkpoint_dir.glob('.*.tmp'))
