@@ -187,7 +187,8 @@ def find_raw_files(raw_glob:str|Sequence[str], # glob or globs of folders and/or
         for match in glob.glob(os.path.expanduser(str(pattern)), recursive=True):
             p = Path(match)
             candidates = [q for q in p.rglob('*') if not any(part.startswith('.') for part in q.relative_to(p).parts)] if p.is_dir() else [p]
-            found.update(Path(os.path.abspath(q)) for q in candidates if q.suffix.lower() in ARRAY_SUFFIXES + IMAGE_SUFFIXES and q.is_file())
+            found.update(Path(os.path.abspath(q)) for q in candidates
+                         if q.suffix.lower() in ARRAY_SUFFIXES + IMAGE_SUFFIXES and (q.is_file() or q.is_symlink() and not q.exists()))
     if not found:
         raise DataError(f"data.raw_glob {patterns} matched no {'/'.join(ARRAY_SUFFIXES + IMAGE_SUFFIXES)} files")
     return sorted(found)
@@ -209,6 +210,7 @@ def _image_frames(path:Path)->np.ndarray:
 def _load_raw(path:Path, npz_key:str|None):
     "The array stored in `path` (images already as (N, C, H, W)); any failure becomes `BadFileError`."
     suffix = path.suffix.lower()
+    if path.is_symlink() and not path.exists(): raise BadFileError(f"{path}: a broken symbolic link (to {os.readlink(path)})")
     try:
         if suffix == '.npy': return np.load(path, allow_pickle=False)
         if suffix == '.npz':

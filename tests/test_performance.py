@@ -1,4 +1,6 @@
 "Speed settings in a real `TrainerAE`: device-resident data, channels-last, restart reuse, timing cache, compilation."
+import signal
+
 import numpy as np
 import pytest
 import torch
@@ -150,3 +152,33 @@ def test_a_failed_background_write_stops_training_with_the_error(tmp_path, monke
         trained(trainer)
     assert load_checkpoint(trainer.checkpoint_dir/'latest.pth')['epoch'] == 1   # the last good one stays
     assert not list(trainer.checkpoint_dir.glob('.*.tmp'))
+
+
+class StopAt:
+    "The wrapped loader, asking its trainer to stop (SIGTERM) when batch `step` of epoch `epoch` is handed out."
+    def __init__(self, loader, epoch, step): self.loader, self.epoch, self.step, self.trainer = loader, epoch, step, None
+    def __len__(self): return len(self.loader)
+    def __getattr__(self, name): return getattr(self.loader, name)   # `to_device`, `x`, `device_x` included
+    def iter_epoch(self, epoch, start=0):
+        for i, b in enumerate(self.loader.iter_epoch(epoch, start), start):
+            if (epoch, i) == (self.epoch, self.step): self.trainer.request_stop(signal.SIGTERM)
+            yield b
+
+
+def test_the_fast_path_resumes_mid_epoch_exactly(tmp_path):
+    "Device-resident batches, channels-last and the fused optimizer: stopped mid-epoch and resumed equals uninterrupted."
+    from ae_nb.trainer import TrainingInterrupted
+    fast = dict(data_on_device=True, channels_last=True, fused_optimizer=True)
+    straight = trained(trainer_for(tmp_path/'a', epochs=3, **fast))
+    stopped = trainer_for(tmp_path/'b', epochs=3, **fast)
+    stopped.train_loader = StopAt(stopped.train_loader, 1, 4); stopped.train_loader.trainer = stopped
+    stopped.setup_training()
+    assert stopped.train_loader.device_x is not None
+    with pytest.raises(TrainingInterrupted): stopped.train()
+    assert stopped.position == (1, 4, 10)
+    stopped.save_checkpoint('emergency')
+    resumed = trainer_for(tmp_path/'b', epochs=3, data_on_device=True)   # the rest is `auto`: taken from the checkpoint
+    resumed.train_with_restart('auto')
+    assert resumed.resumed_from.name == 'emergency.pth'
+    assert (resumed.speedups.channels_last, resumed.speedups.fused_optimizer) == (True, True)
+    assert_same_run(straight, resumed)
