@@ -10,6 +10,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from torch import nn
@@ -22,23 +23,43 @@ from .model import CNNAutoencoder, model_from_config
 from .trainer import CheckpointError, load_checkpoint
 
 # %% auto #0
-__all__ = ['per_sample_metrics', 'reconstruction_metrics', 'encode_array', 'fit_pca', 'pca_reconstruct', 'pca_baseline',
-           'anomaly_threshold', 'plot_best_worst', 'model_recon_fn', 'plot_error_histogram', 'plot_loss_curves',
-           'embedding_map_2d', 'plot_embedding_map', 'data_range_for', 'evaluate_splits', 'write_per_sample_csv',
-           'report_markdown', 'write_report', 'check_sample_shape', 'generate_full_report', 'load_model',
-           'checkpoint_run_dir', 'stored_threshold', 'anomaly_scores', 'report_from_checkpoint', 'file_samples',
-           'embed_files', 'score_files', 'print_final_results']
+__all__ = ['METRICS', 'SSIM_WINDOW', 'ssim', 'per_sample_metrics', 'reconstruction_metrics', 'encode_array', 'fit_pca',
+           'pca_reconstruct', 'pca_baseline', 'anomaly_threshold', 'plot_best_worst', 'model_recon_fn',
+           'plot_error_histogram', 'plot_loss_curves', 'embedding_map_2d', 'plot_embedding_map', 'data_range_for',
+           'evaluate_splits', 'write_per_sample_csv', 'report_markdown', 'write_report', 'check_sample_shape',
+           'generate_full_report', 'load_model', 'checkpoint_run_dir', 'stored_threshold', 'anomaly_scores',
+           'report_from_checkpoint', 'file_samples', 'embed_files', 'score_files', 'print_final_results']
 
 # %% ../nbs/04_report.ipynb #8418099f
+METRICS = ('mse', 'mae', 'psnr', 'ssim')  # per-sample metrics, in the order reports list them
+SSIM_WINDOW = 7  # side of the uniform SSIM window (odd; reduced for samples smaller than this)
+
+def ssim(x:torch.Tensor,        # originals (N, C, H, W)
+         y:torch.Tensor,        # reconstructions, same shape
+         data_range:float=1.0,  # span of possible values
+        )->torch.Tensor:        # mean structural similarity of each sample (N,), at most 1
+    "Mean structural similarity of each pair of samples."
+    k = min(SSIM_WINDOW, x.shape[-2], x.shape[-1])
+    k -= 1 - k % 2                                     # odd, as the window has a centre
+    x, y = x.float(), y.float()
+    pool = lambda t: F.avg_pool2d(t, k, stride=1)
+    mx, my = pool(x), pool(y)
+    cov = k * k / max(k * k - 1, 1)                    # sample (not population) covariances
+    vx, vy, vxy = cov * (pool(x * x) - mx * mx), cov * (pool(y * y) - my * my), cov * (pool(x * y) - mx * my)
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    s = (2 * mx * my + c1) * (2 * vxy + c2) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+    return s.flatten(1).mean(1)
+
 def per_sample_metrics(x:np.ndarray,        # originals (N, C, H, W)
                        recon:np.ndarray,    # reconstructions, same shape
-                       data_range:float=1.0, # span of possible values, for PSNR
-                      )->dict:               # {'mse', 'mae', 'psnr'}: float64 arrays (N,)
-    "Mean squared error, mean absolute error and PSNR of each sample."
+                       data_range:float=1.0, # span of possible values, for PSNR and SSIM
+                      )->dict:               # {'mse', 'mae', 'psnr', 'ssim'}: float64 arrays (N,)
+    "Mean squared error, mean absolute error, PSNR and SSIM of each sample."
     diff = np.asarray(x, np.float64).reshape(len(x), -1) - np.asarray(recon, np.float64).reshape(len(x), -1)
     mse = (diff ** 2).mean(1)
     psnr = 10 * np.log10(data_range ** 2 / np.maximum(mse, 1e-20))
-    return {'mse': mse, 'mae': np.abs(diff).mean(1), 'psnr': psnr}
+    s = ssim(torch.as_tensor(np.asarray(x, np.float32)), torch.as_tensor(np.asarray(recon, np.float32)), data_range)
+    return {'mse': mse, 'mae': np.abs(diff).mean(1), 'psnr': psnr, 'ssim': s.double().numpy()}
 
 # %% ../nbs/04_report.ipynb #3e20c6dd
 def _device_of(model:nn.Module, device=None)->torch.device:
@@ -62,19 +83,21 @@ def reconstruction_metrics(model:nn.Module,     # a trained `CNNAutoencoder`
                            x:np.ndarray,        # samples (N, C, H, W), normalised unless `norm` is given; a memory map is fine
                            batch_size:int=256,  # samples per forward pass
                            device=None,         # where to run (default: the model's device)
-                           data_range:float=1.0, # span of the normalised data, for PSNR
+                           data_range:float=1.0, # span of the normalised data, for PSNR and SSIM
                            norm:dict|None=None, # normalisation to apply to raw `x` first
-                          )->dict:              # per-sample 'mse', 'mae', 'psnr' (N,) and 'embeddings' (N, E)
+                          )->dict:              # per-sample 'mse', 'mae', 'psnr', 'ssim' (N,) and 'embeddings' (N, E)
     "Per-sample reconstruction metrics (in normalised units) and embeddings of `x`, computed batch by batch."
     device = _device_of(model, device)
-    parts = {'mse': [], 'mae': [], 'embeddings': []}
+    parts = {'mse': [], 'mae': [], 'ssim': [], 'embeddings': []}
     for _, batch in _batches(model, x, batch_size, device, norm):
         z = model.encode(batch)
-        diff = (model.decode(z).float() - batch).flatten(1)   # per-sample numbers stay on the device until the end
-        for k, v in (('mse', diff.square().mean(1)), ('mae', diff.abs().mean(1)), ('embeddings', z.float())): parts[k].append(v)
+        recon = model.decode(z).float()
+        diff = (recon - batch).flatten(1)   # per-sample numbers stay on the device until the end
+        for k, v in (('mse', diff.square().mean(1)), ('mae', diff.abs().mean(1)), ('ssim', ssim(batch, recon, data_range)),
+                     ('embeddings', z.float())): parts[k].append(v)
     out = {k: torch.cat(v).cpu().numpy() if v else np.empty((0, model.embedding_dim) if k == 'embeddings' else 0, np.float32)
            for k, v in parts.items()}
-    out['mse'], out['mae'] = out['mse'].astype(np.float64), out['mae'].astype(np.float64)
+    for k in ('mse', 'mae', 'ssim'): out[k] = out[k].astype(np.float64)
     out['psnr'] = 10 * np.log10(data_range ** 2 / np.maximum(out['mse'], 1e-20))
     return out
 
@@ -132,10 +155,10 @@ def pca_baseline(train_x:np.ndarray,   # normalised train samples (N, C, H, W)
                  data_range:float=1.0, # span of the data, for PSNR
                  max_batch_bytes:int=64 * 2**20, # memory for one batch of projected test samples
                  **kwargs,             # passed to `fit_pca`
-                )->dict:               # per-sample 'mse', 'mae', 'psnr' (N,), plus the fit's details
+                )->dict:               # per-sample 'mse', 'mae', 'psnr', 'ssim' (N,), plus the fit's details
     "Per-sample test metrics of a PCA model with `n_components` components fitted on the train split."
     pca = fit_pca(train_x, n_components, **kwargs)
-    out = {k: np.empty(len(test_x)) for k in ('mse', 'mae', 'psnr')}
+    out = {k: np.empty(len(test_x)) for k in METRICS}
     batch_size = max(1, max_batch_bytes // (8 * pca['mean'].size))
     for a in range(0, len(test_x), batch_size):
         part = np.asarray(test_x[a:a + batch_size], np.float32)
@@ -268,7 +291,7 @@ def plot_embedding_map(embeddings:np.ndarray,         # codes (N, E)
 # %% ../nbs/04_report.ipynb #378f3511
 def _summary(m:dict)->dict:
     "Overall mean of the per-sample metrics in `m`, plus the sample count."
-    return {'n': int(len(m['mse'])), **{k: float(np.mean(m[k])) if len(m[k]) else None for k in ('mse', 'mae', 'psnr')}}
+    return {'n': int(len(m['mse'])), **{k: float(np.mean(m[k])) if len(m[k]) else None for k in METRICS}}
 
 def data_range_for(norm:dict|None, x:np.ndarray)->float:
     "Span of the data for PSNR: 1 for min-max-scaled data, else the observed range of `x`."
@@ -299,7 +322,7 @@ def evaluate_splits(model:nn.Module,            # trained autoencoder
             'ae_vs_pca_mse_ratio': ae['mse'] / base['mse'] if base['mse'] else None, 'data_range': rng,
             'val': {'n': int(len(val_x)), 'mse': float(ref_mse.mean()) if source == 'val' else None},
             'threshold': {'value': thr, 'percentile': percentile, 'source': source, 'test_above': int((test['mse'] > thr).sum())},
-            'per_sample': {k: test[k] for k in ('mse', 'mae', 'psnr')} | {'pca_mse': pca['mse']}, 'embeddings': test['embeddings']}
+            'per_sample': {k: test[k] for k in METRICS} | {'pca_mse': pca['mse']}, 'embeddings': test['embeddings']}
 
 # %% ../nbs/04_report.ipynb #1c185177
 def _plain(v):
@@ -316,15 +339,15 @@ def write_per_sample_csv(path:str|Path,             # CSV file to write
                          labels:np.ndarray|None=None, # test labels, if any
                          sources:list|None=None,    # (file, position) of each test sample, if known
                         )->Path:
-    "One row per test sample: index, autoencoder mse/mae/psnr, PCA mse, flagged, label, source."
+    "One row per test sample: index, autoencoder mse/mae/psnr/ssim, PCA mse, flagged, label, source."
     ps, thr = results['per_sample'], results['threshold']['value']
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, 'w', newline='') as f:
         w = csv.writer(f)
-        w.writerow(['index', 'mse', 'mae', 'psnr', 'pca_mse', 'above_threshold', 'label', 'file', 'position'])
+        w.writerow(['index', 'mse', 'mae', 'psnr', 'ssim', 'pca_mse', 'above_threshold', 'label', 'file', 'position'])
         for i in range(len(ps['mse'])):
             src = sources[i] if sources is not None else ('', '')
-            w.writerow([i, f"{ps['mse'][i]:.6g}", f"{ps['mae'][i]:.6g}", f"{ps['psnr'][i]:.4f}", f"{ps['pca_mse'][i]:.6g}",
+            w.writerow([i, f"{ps['mse'][i]:.6g}", f"{ps['mae'][i]:.6g}", f"{ps['psnr'][i]:.4f}", f"{ps['ssim'][i]:.4f}", f"{ps['pca_mse'][i]:.6g}",
                         int(ps['mse'][i] > thr), '' if labels is None else int(labels[i]), *src])
     return path
 
@@ -347,9 +370,9 @@ def report_markdown(metrics:dict)->str:
                f"({'better' if ratio < 1 else 'not better'} than the linear baseline)." if ratio is not None else '')
     fmt = lambda v, f: '–' if v is None else format(v, f)
     lines = [f"# Report: {metrics.get('experiment') or 'autoencoder'}", '', verdict, '',
-             f"| test set ({t['n']} samples) | MSE | MAE | PSNR (dB) |", '|---|---|---|---|',
-             f"| autoencoder ({metrics['model']['embedding_dim']}-D code) | {fmt(t['mse'], '.4g')} | {fmt(t['mae'], '.4g')} | {fmt(t['psnr'], '.2f')} |",
-             f"| PCA, {p['n_components']} components (fitted on train) | {fmt(p['mse'], '.4g')} | {fmt(p['mae'], '.4g')} | {fmt(p['psnr'], '.2f')} |", '',
+             f"| test set ({t['n']} samples) | MSE | MAE | PSNR (dB) | SSIM |", '|---|---|---|---|---|',
+             f"| autoencoder ({metrics['model']['embedding_dim']}-D code) | {fmt(t['mse'], '.4g')} | {fmt(t['mae'], '.4g')} | {fmt(t['psnr'], '.2f')} | {fmt(t.get('ssim'), '.3f')} |",
+             f"| PCA, {p['n_components']} components (fitted on train) | {fmt(p['mse'], '.4g')} | {fmt(p['mae'], '.4g')} | {fmt(p['psnr'], '.2f')} | {fmt(p.get('ssim'), '.3f')} |", '',
              f"Suggested anomaly threshold: per-sample MSE **{thr['value']:.4g}** ({thr['percentile']:g}th percentile of "
              f"{thr['source']} errors); {thr['test_above']} of {t['n']} test samples are above it. "
              "Per-sample scores: [per_sample_test.csv](per_sample_test.csv).", '']
@@ -572,8 +595,9 @@ def print_final_results(results:dict,        # from `generate_full_report`, plus
     log('=' * 20 + ' final results ' + '=' * 20)
     if tr: log(f"epochs run: {tr['epochs']}; best val loss {fmt(tr['best_val_loss'])} (epoch {tr['best_epoch']}); "
                f"final train loss {fmt(tr['final_train_loss'])}, val loss {fmt(tr['final_val_loss'])}")
-    if t: log(f"test ({t['n']} samples): MSE {fmt(t['mse'])}  MAE {fmt(t['mae'])}  PSNR {fmt(t['psnr'], '.2f')} dB")
-    if p: log(f"PCA-{p['n_components']} baseline (fitted on train): MSE {fmt(p['mse'])}  MAE {fmt(p['mae'])}  PSNR {fmt(p['psnr'], '.2f')} dB")
+    if t: log(f"test ({t['n']} samples): MSE {fmt(t['mse'])}  MAE {fmt(t['mae'])}  PSNR {fmt(t['psnr'], '.2f')} dB  SSIM {fmt(t.get('ssim'), '.3f')}")
+    if p: log(f"PCA-{p['n_components']} baseline (fitted on train): MSE {fmt(p['mse'])}  MAE {fmt(p['mae'])}  PSNR {fmt(p['psnr'], '.2f')} dB  "
+              f"SSIM {fmt(p.get('ssim'), '.3f')}")
     if results.get('ae_vs_pca_mse_ratio') is not None:
         r = results['ae_vs_pca_mse_ratio']
         log(f"autoencoder / PCA test MSE: {r:.3f} ({max(r, 1 / r):.1f}x {'lower' if r < 1 else 'higher'} error than PCA)" if r > 0 else "autoencoder / PCA test MSE: 0")

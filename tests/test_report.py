@@ -89,3 +89,16 @@ def test_checkpoint_for_another_shape_is_refused(trained, tmp_path):
     with pytest.raises(ValueError, match='best.pth was built for samples of shape'):
         generate_full_report(model_from_config(other.model, splits.sample_shape), splits, other, run_dir=tmp_path/'r',
                              checkpoint=trainer.checkpoint_dir/'best.pth', log=lambda *a: None)
+
+
+def test_the_report_has_ssim_per_sample_and_overall(trained):
+    "SSIM, in [-1, 1] and equal to the mean of its per-sample column, for the autoencoder and the PCA baseline."
+    import csv
+    config, splits, trainer, results = trained
+    report = trainer.run_dir/'report'
+    saved = json.loads((report/'metrics.json').read_text())
+    for who in ('test', 'pca'): assert -1 <= saved[who]['ssim'] <= 1, saved[who]
+    rows = list(csv.DictReader(open(report/'per_sample_test.csv')))
+    assert len(rows) == len(splits.test)
+    assert np.mean([float(r['ssim']) for r in rows]) == pytest.approx(saved['test']['ssim'], abs=1e-4)
+    assert '| SSIM |' in (report/'report.md').read_text()
