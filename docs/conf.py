@@ -31,7 +31,8 @@ myst_heading_anchors = 3
 
 # The widget manager is served from the site itself (vendored at build time from the npm registry), never a CDN.
 nb_ipywidgets_js = vendored_widget_js(DOCS/'_build'/'vendor')
-html_static_path = [str(DOCS/'_build'/'vendor')] if nb_ipywidgets_js else []
+html_static_path = [str(DOCS/'_static')] + ([str(DOCS/'_build'/'vendor')] if nb_ipywidgets_js else [])
+html_css_files = ['widgets.css']
 
 autodoc_member_order = 'bysource'
 autodoc_typehints = 'description'
