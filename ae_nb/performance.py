@@ -159,7 +159,7 @@ class StepRig:
 MARGIN = 0.03            # a candidate must be this much faster to replace the current choice
 TUNE_SHARE = 0.05        # share of the estimated run time the eager search may take
 TUNE_MIN_S = 0.5         # seconds the eager search may always take
-COMPILE_MIN_RUN_S = 120  # estimated eager run time below which compiling is not tried
+COMPILE_MIN_RUN_S = 300  # estimated eager run time below which compiling is not tried (timing it costs a compilation)
 
 def candidate_name(s:Speedups)->str:
     "A stable name for the settings that change step time, the key of its timing."

@@ -24,8 +24,8 @@ Timing has the anchor's definition: the wall time of ``--steps`` optimizer steps
 trainer asks for its next batch, so the window holds everything the trainer does between steps,
 including the end-of-epoch work (validation, checkpoints) of every epoch boundary inside the window.
 Training stops at the step boundary after the window (`request_stop`), so no time outside it is spent.
-The trainer is configured for ``--run-epochs`` epochs (default: just enough for the window on a CPU, 1000 on
-CUDA, two minutes or more of eager training), because its `auto` speed settings depend on the run's length: compiling is
+The trainer is configured for ``--run-epochs`` epochs (default: just enough for the window on a CPU, 3000 on
+CUDA: about six minutes of eager training, long enough for the trainer to try compiling), because its `auto` speed settings depend on the run's length: compiling is
 tried only for runs long enough to repay it. The settings it chose are in each record (`speedups`), with the
 time `setup_training` took to choose them (`setup_s`, outside the window).
 
@@ -354,7 +354,7 @@ def parse_args(argv=None):
     p.add_argument('--warmup', type=int, default=None, help="warm-up steps (the anchor's default if unset)")
     p.add_argument('--steps', type=int, default=None, help="timed steps (the anchor's default if unset)")
     p.add_argument('--windows', type=int, default=3)
-    p.add_argument('--run-epochs', type=int, default=None, help='epochs the trainer plans for (default: enough for the window on CPU, 1000 on CUDA)')
+    p.add_argument('--run-epochs', type=int, default=None, help='epochs the trainer plans for (default: enough for the window on CPU, 3000 on CUDA)')
     p.add_argument('--repeats', type=int, default=1, help='run the variant list this many times, interleaved')
     p.add_argument('--threads', type=int, default=None, help='torch CPU threads (resources.threads; default torch\'s)')
     p.add_argument('--seed', type=int, default=0)
@@ -369,7 +369,7 @@ def parse_args(argv=None):
     a = p.parse_args(argv)
     cuda = a.device.startswith('cuda')
     a.n = a.n or (8192 if cuda else 2048)
-    a.run_epochs = a.run_epochs or (1000 if cuda else None)
+    a.run_epochs = a.run_epochs or (3000 if cuda else None)
     a.warmup = a.warmup if a.warmup is not None else (50 if cuda else max(3, 640 // a.batch_size))
     a.steps = a.steps if a.steps is not None else (500 if cuda else max(9, 4096 // a.batch_size))
     a.variants = [v.strip() for v in a.variant.split(',') if v.strip()]
