@@ -182,3 +182,14 @@ def test_the_fast_path_resumes_mid_epoch_exactly(tmp_path):
     assert resumed.resumed_from.name == 'emergency.pth'
     assert (resumed.speedups.channels_last, resumed.speedups.fused_optimizer) == (True, True)
     assert_same_run(straight, resumed)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() and not __import__('shutil').which('g++'), reason='compiling needs a C++ compiler')
+def test_cuda_graph_mode_marks_every_step(tmp_path, monkeypatch):
+    "With `compile: reduce-overhead` each training and validation step tells CUDA graphs it begins (on a CPU they are skipped)."
+    marks = []
+    monkeypatch.setattr(torch.compiler, 'cudagraph_mark_step_begin', lambda: marks.append(1))
+    trainer = trained(trainer_for(tmp_path, epochs=1, compile='reduce-overhead'))
+    assert trainer.speedups.compile == 'reduce-overhead'
+    assert len(marks) == len(trainer.train_loader) + len(trainer.val_loader)
+    assert np.isfinite(trainer.history['val_loss']).all()
