@@ -840,8 +840,9 @@ def _agreed_stop(self:TrainerAE, every_step:bool=False)->int|None:
     import torch.distributed as dist
     flag = torch.tensor(self._stop_signal or 0, dtype=torch.int32, device=self.device)
     dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    if flag.item(): self._stop_signal = int(flag.item())
-    return self._stop_signal
+    agreed = int(flag.item())   # not `self._stop_signal`: a signal handled after the all-reduce (the handler runs as soon
+    if agreed: self._stop_signal = agreed   # as it returns) would make this process stop alone, one collective out of step
+    return agreed or None
 
 @patch
 def _gather_rank_sums(self:TrainerAE):
