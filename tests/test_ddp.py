@@ -149,3 +149,19 @@ def test_a_hung_rank_makes_the_other_exit_after_the_timeout(tmp_path):
         assert time.time() - t0 < 30
     finally:
         procs[1].kill(); procs[1].communicate()
+
+
+def test_a_signal_handled_just_after_the_stop_check_waits_for_the_next_check(tmp_path, monkeypatch):
+    "Every process must act on the agreed flag alone; a signal whose handler runs as the all-reduce returns is for the next check."
+    import torch.distributed as dist
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_trainer import tiny
+    from ae_nb.trainer import TrainerAE
+    cfg, model, train_dl, val_dl = tiny(tmp_path)
+    trainer = TrainerAE(model, cfg, train_dl, val_dl, log=lambda m: None)
+    trainer.world_size, trainer.global_step = 2, 10                      # a check step of a 2-process run
+    def all_reduce_then_signal(flag, op=None):                           # the peer saw no signal: MAX keeps ours
+        trainer._handle_signal(signal.SIGTERM, None)                      # this process's handler runs right after
+    monkeypatch.setattr(dist, 'all_reduce', all_reduce_then_signal)
+    assert trainer._agreed_stop() is None                                 # the peer goes on training: so must we
+    assert trainer._agreed_stop(every_step=True) == signal.SIGTERM        # the next check carries our signal to all
