@@ -139,10 +139,11 @@ class StepRig:
                  step_fn:Callable,           # (model, batch, optimizer, amp_dtype) -> loss: the run's step
                 ):
         self.model, self.batch, self.make_optimizer, self.step_fn = model, batch, make_optimizer, step_fn
-        self.state, self.rng, self.compiled = copy.deepcopy(model.state_dict()), _rng_state(batch.device), {}
+        self.state, self.rng, self.compiled = None, None, {}   # the model's state is copied before the first step, if any
 
     def step_for(self, s:Speedups)->Callable[[], object]:
         "A no-argument training step under the settings `s`."
+        if self.state is None: self.state, self.rng = copy.deepcopy(self.model.state_dict()), _rng_state(self.batch.device)
         apply_layout(self.model, s.channels_last).train()
         if s.compile not in self.compiled: self.compiled[s.compile] = compile_model(self.model, s.compile)
         model, opt = self.compiled[s.compile], self.make_optimizer(self.model, s.fused_optimizer)
@@ -151,9 +152,8 @@ class StepRig:
 
     def close(self, channels_last:bool):
         "Put back the weights, statistics and random state; leave the model in the chosen layout."
-        self.model.load_state_dict(self.state)
+        if self.state is not None: self.model.load_state_dict(self.state); _set_rng_state(self.rng, self.batch.device)
         apply_layout(self.model, channels_last)
-        _set_rng_state(self.rng, self.batch.device)
 
 # %% ../nbs/02a_performance.ipynb #00f53959
 MARGIN = 0.03            # a candidate must be this much faster to replace the current choice
