@@ -744,7 +744,8 @@ def to_device(self:ArrayBatches, device:torch.device|str, # where the copy lives
     "Copy the samples to `device` once, so that every batch is gathered there."
     x = torch.empty(self.x.shape, dtype=torch.float32, device=device)
     rows = chunk_rows(self.x.shape)
-    for lo in range(0, len(self.x), rows): x[lo:lo + rows].copy_(torch.from_numpy(np.asarray(self.x[lo:lo + rows], dtype=np.float32)))
+    for lo in range(0, len(self.x), rows):   # a writable host copy of each chunk: the cache's memory maps are read-only
+        x[lo:lo + rows].copy_(torch.from_numpy(np.array(self.x[lo:lo + rows], dtype=np.float32)))
     self.device_x = x
     return self
 

@@ -58,7 +58,7 @@ def per_sample_metrics(x:np.ndarray,        # originals (N, C, H, W)
     diff = np.asarray(x, np.float64).reshape(len(x), -1) - np.asarray(recon, np.float64).reshape(len(x), -1)
     mse = (diff ** 2).mean(1)
     psnr = 10 * np.log10(data_range ** 2 / np.maximum(mse, 1e-20))
-    s = ssim(torch.as_tensor(np.asarray(x, np.float32)), torch.as_tensor(np.asarray(recon, np.float32)), data_range)
+    s = ssim(*(torch.from_numpy(np.array(a, np.float32)) for a in (x, recon)), data_range)   # copies: `x` may be a read-only memory map
     return {'mse': mse, 'mae': np.abs(diff).mean(1), 'psnr': psnr, 'ssim': s.double().numpy()}
 
 # %% ../nbs/04_report.ipynb #3e20c6dd
