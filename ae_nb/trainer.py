@@ -18,8 +18,8 @@ from matplotlib.figure import Figure
 
 from . import __version__
 from .config import AEConfig, TrainingConfig, config_hash, config_to_dict, flatten_dict, run_dir as config_run_dir
-from .performance import (Speedups, StepRig, apply_layout, begin_step, compile_model, rule_speedups, tune_speedups, timings_key,
-                               timings_path, load_timings, save_timings)
+from .performance import (Speedups, StepRig, apply_layout, begin_step, compile_model, fused_available, rule_speedups,
+                               tune_speedups, timings_key, timings_path, load_timings, save_timings)
 
 # %% auto #0
 __all__ = ['LOSSES', 'PLATEAU_PATIENCE', 'CHECKPOINT_FORMAT', 'CHECKPOINT_NAMES', 'REUSED', 'STOP_CHECK_EVERY', 'DIST_TIMEOUT_S',
@@ -502,8 +502,10 @@ def _decide_speedups(self:TrainerAE, saved:dict|None=None, # `performance` of th
     "The speed settings of this run: the checkpoint's where it has them and the config says `auto`, else timed."
     if saved and saved.get('device_type') == self.device.type:
         s = rule_speedups(self.config, self.device, _data_bytes(self.train_loader, self.val_loader))
+        fused_ok = fused_available(self.device.type, self.config.training.optimizer)   # this PyTorch may lack it
         for name in REUSED:
-            if s.how[name] == 'rule': setattr(s, name, saved['settings'][name]); s.how[name] = 'checkpoint'
+            if s.how[name] == 'rule' and (name != 'fused_optimizer' or fused_ok):
+                setattr(s, name, saved['settings'][name]); s.how[name] = 'checkpoint'
         return s
     if self.world_size > 1:
         import torch.distributed as dist
