@@ -241,13 +241,17 @@ def atomic_write_bytes(data:bytes, # complete file contents
     return path
 
 # %% ../nbs/03_trainer.ipynb #e71395f2
-def _to_cpu(obj):
-    "`obj` with every tensor moved to the CPU (dicts, lists and tuples rebuilt, other values shared)."
-    if isinstance(obj, Tensor): return obj.detach().cpu()
-    if isinstance(obj, dict): return {k: _to_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, list): return [_to_cpu(v) for v in obj]
-    if isinstance(obj, tuple): return tuple(_to_cpu(v) for v in obj)
+def _map_tensors(obj, fn:Callable):
+    "`obj` with `fn` applied to every tensor in it (dicts, lists and tuples rebuilt, other values shared)."
+    if isinstance(obj, Tensor): return fn(obj)
+    if isinstance(obj, dict): return {k: _map_tensors(v, fn) for k, v in obj.items()}
+    if isinstance(obj, list): return [_map_tensors(v, fn) for v in obj]
+    if isinstance(obj, tuple): return tuple(_map_tensors(v, fn) for v in obj)
     return obj
+
+def _to_cpu(obj):
+    "`obj` with every tensor moved to the CPU (CPU tensors shared, not copied)."
+    return _map_tensors(obj, lambda t: t.detach().cpu())
 
 def checkpoint_bytes(checkpoint:dict, # tensors and plain values only
                     )->memoryview:        # the file's contents
@@ -285,17 +289,12 @@ def load_checkpoint(path:str|Path,         # checkpoint file
 def host_snapshot(obj)->tuple[object, object]:
     "A private copy of `obj` with every tensor in host memory, and the CUDA event after which the copies are done (or None)."
     streams = set()
-    def copy_(x):
-        if isinstance(x, Tensor):
-            x = x.detach()
-            if x.is_cuda:   # into pinned memory, in the same layout, without waiting for the GPU
-                out = torch.empty_like(x, device='cpu', pin_memory=True)
-                streams.add(x.device); return out.copy_(x, non_blocking=True)
-            return x.to('cpu', copy=True)   # keeps the layout: optimizer state must match its parameter's
-        if isinstance(x, dict): return {k: copy_(v) for k, v in x.items()}
-        if isinstance(x, (list, tuple)): return type(x)(copy_(v) for v in x)
-        return x
-    out, event = copy_(obj), None
+    def copy_(x:Tensor)->Tensor:
+        x = x.detach()
+        if not x.is_cuda: return x.to('cpu', copy=True)   # keeps the layout: optimizer state must match its parameter's
+        out = torch.empty_like(x, device='cpu', pin_memory=True)   # pinned, same layout, without waiting for the GPU
+        streams.add(x.device); return out.copy_(x, non_blocking=True)
+    out, event = _map_tensors(obj, copy_), None
     if streams: event = torch.cuda.Event(); event.record(torch.cuda.current_stream(next(iter(streams))))
     return out, event
 
