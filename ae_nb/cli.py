@@ -4,20 +4,24 @@
 
 # %% ../nbs/06_cli.ipynb #4c3eb786
 from __future__ import annotations
-import argparse, logging, os, shlex, signal, sys, time
+import argparse, logging, os, shlex, signal, sys, threading, time
 from dataclasses import dataclass
 from pathlib import Path
 
+from fastcore.basics import patch
+
 from .config import (AEConfig, ConfigError, apply_config_overrides, config_to_yaml, load_config,
                           run_dir, validate_configuration)
+from .runfolder import claim_run_folder, results_dir_problem, set_aside_previous_run
 
 # %% auto #0
-__all__ = ['EXIT_OK', 'EXIT_ERROR', 'EXIT_SIGINT', 'EXIT_SIGTERM', 'SMALL_STEP_FLOPS', 'parse_arguments', 'resolve_config',
-           'setup_logging', 'Environment', 'setup_environment', 'auto_threads', 'resume_command', 'exit_code_for',
-           'handle_training_interruption', 'main', 'cli_main', 'report_main', 'embed_main', 'score_main']
+__all__ = ['EXIT_OK', 'EXIT_ERROR', 'EXIT_SIGHUP', 'EXIT_SIGINT', 'EXIT_SIGTERM', 'SMALL_STEP_FLOPS', 'USER_ERRORS',
+           'parse_arguments', 'resolve_config', 'setup_logging', 'attach_log_file', 'Environment', 'setup_environment',
+           'auto_threads', 'resume_command', 'exit_code_for', 'handle_training_interruption', 'main',
+           'environment_problems', 'cli_main', 'report_main', 'embed_main', 'score_main']
 
 # %% ../nbs/06_cli.ipynb #596725ad
-EXIT_OK, EXIT_ERROR, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 130, 143
+EXIT_OK, EXIT_ERROR, EXIT_SIGHUP, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 129, 130, 143
 
 # %% ../nbs/06_cli.ipynb #1ad93211
 def parse_arguments(argv:list[str]|None=None, # arguments (default: `sys.argv[1:]`)
@@ -42,10 +46,14 @@ def resolve_config(args:argparse.Namespace)->AEConfig:
     return validate_configuration(apply_config_overrides(load_config(args.config), overrides))
 
 # %% ../nbs/06_cli.ipynb #4b55fbc7
-def setup_logging(level:str='INFO',         # log level for both handlers
-                  log_file:Path|None=None,  # `train.log` of the run (none: console only)
+class _Buffer(logging.Handler):
+    "Keeps log records until the run's `train.log` exists."
+    def __init__(self): super().__init__(); self.records = []
+    def emit(self, record): self.records.append(record)
+
+def setup_logging(level:str='INFO', # console level; train.log gets everything
                  )->logging.Logger:
-    "The `ae_nb` logger: plain lines on stdout at `level`; everything, tracebacks included, in `log_file`."
+    "The `ae_nb` logger: plain lines on stdout at `level`, records kept for `train.log`."
     logger = logging.getLogger('ae_nb')
     for h in list(logger.handlers): logger.removeHandler(h); h.close()
     logger.setLevel(logging.DEBUG)
@@ -54,25 +62,46 @@ def setup_logging(level:str='INFO',         # log level for both handlers
     console.setLevel(level)
     console.setFormatter(logging.Formatter('%(message)s'))
     logger.addHandler(console)
-    if log_file is not None:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        fh = logging.FileHandler(log_file, encoding='utf-8')
-        fh.setFormatter(logging.Formatter('%(asctime)s %(levelname)s %(message)s'))
-        logger.addHandler(fh)
+    logger.addHandler(_Buffer())
     return logger
+
+# %% ../nbs/06_cli.ipynb #3f1c2a77
+def attach_log_file(logger:logging.Logger, # from `setup_logging`
+                    path:Path,             # the run's `train.log` (appended to)
+                   ):
+    "Send everything `logger` has kept, and all that follows, to `path`."
+    fh = logging.FileHandler(path, encoding='utf-8')
+    fh.setFormatter(logging.Formatter('%(asctime)s %(levelname)s %(message)s'))
+    for h in [h for h in logger.handlers if isinstance(h, _Buffer)]:
+        for record in h.records: fh.handle(record)
+        logger.removeHandler(h)
+    logger.addHandler(fh)
+
+# %% ../nbs/06_cli.ipynb #e5a90c3d
+def _write_atomic(path:Path, write):
+    "Call `write(tmp_path)`, then rename the temporary file to `path`."
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally: tmp.unlink(missing_ok=True)
 
 # %% ../nbs/06_cli.ipynb #5e9c44c0
 @dataclass
 class Environment:
     "What `setup_environment` prepared for a run."
-    config: AEConfig       # resolved configuration
-    run_dir: Path          # results_dir/name
-    log: logging.Logger    # console + train.log
+    config: AEConfig         # resolved configuration
+    run_dir: Path            # results_dir/name
+    log: logging.Logger      # console, and train.log once committed
+    lock: object = None      # this process's `RunLock` on `run_dir` (rank 0 only)
+    committed: bool = False  # config.yaml written and train.log open
 
+# %% ../nbs/06_cli.ipynb #7c2d9e41
 def setup_environment(config:AEConfig, # resolved configuration
                       rank:int=0,       # process rank of a distributed run: only rank 0 writes files and logs
                      )->Environment:
-    "Set threads, seeds and determinism, create the run folder, write `config.yaml`, start logging."
+    "Set threads, seeds and determinism, claim the run folder and start logging (nothing written yet)."
     import torch
     from ae_nb.trainer import seed_everything
     if config.resources.threads: torch.set_num_threads(config.resources.threads)
@@ -82,11 +111,22 @@ def setup_environment(config:AEConfig, # resolved configuration
         log = setup_logging('ERROR')
         log.handlers[0].setFormatter(logging.Formatter(f"[rank {rank}] %(message)s"))
         return Environment(config, folder, log)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder/'config.yaml').write_text(config_to_yaml(config), encoding='utf-8')
-    log = setup_logging(config.logging.level, folder/'train.log')
+    log = setup_logging(config.logging.level)
+    env = Environment(config, folder, log, claim_run_folder(folder, log.info))
     log.info(f"ae_nb run '{config.experiment.name}' in {folder.resolve()}")
-    return Environment(config, folder, log)
+    return env
+
+# %% ../nbs/06_cli.ipynb #8d3e0f52
+@patch
+def commit(self:Environment, fresh:bool=True, # a new run: move an earlier run in the folder aside first
+          ):
+    "Make the run folder this run's: set an earlier run aside (fresh), write config.yaml, open train.log."
+    if self.committed or self.lock is None: return
+    if fresh: set_aside_previous_run(self.run_dir, self.log.info)
+    text = config_to_yaml(self.config)
+    _write_atomic(self.run_dir/'config.yaml', lambda tmp: tmp.write_text(text, encoding='utf-8'))
+    attach_log_file(self.log, self.run_dir/'train.log')
+    self.committed = True
 
 # %% ../nbs/06_cli.ipynb #3de88e8d
 SMALL_STEP_FLOPS = 1e9  # forward + backward work per step below which one CPU thread is fastest
@@ -109,48 +149,91 @@ def resume_command(config:AEConfig)->str:
     cfg_file = run_dir(config)/'config.yaml'
     cmd = f"ae_train --config {shlex.quote(str(cfg_file))} --restart auto"
     if int(os.environ.get('WORLD_SIZE', '1')) > 1:  # launched by torchrun: resume the same way
-        cmd = f"torchrun --nproc_per_node={os.environ.get('LOCAL_WORLD_SIZE', 1)} -m ae_nb.cli " + cmd.removeprefix('ae_train ')
+        cmd = (f"torchrun --nproc_per_node={os.environ.get('LOCAL_WORLD_SIZE', 1)} -m ae_nb.cli "
+               + cmd.removeprefix('ae_train '))
     return cmd if cfg_file.is_absolute() else f"cd {shlex.quote(os.getcwd())} && {cmd}"
 
 # %% ../nbs/06_cli.ipynb #70a13e23
 def exit_code_for(exc:BaseException)->int:
-    "Exit code for a run that ended with `exc`: 130 for SIGINT/Ctrl-C, 143 for SIGTERM, 1 otherwise."
+    "Exit code for a run that ended with `exc`: 128 + the signal's number for a signal, 1 otherwise."
     signum = getattr(exc, 'signum', None)
-    if signum == signal.SIGTERM: return EXIT_SIGTERM
-    if signum == signal.SIGINT or isinstance(exc, KeyboardInterrupt): return EXIT_SIGINT
-    return EXIT_ERROR
+    if signum is not None: return 128 + int(signum)
+    return EXIT_SIGINT if isinstance(exc, KeyboardInterrupt) else EXIT_ERROR
 
 # %% ../nbs/06_cli.ipynb #17c37182
-def _can_save_emergency(trainer, exc:BaseException)->bool:
-    "Whether `trainer` holds a state worth an emergency checkpoint after `exc`."
-    from ae_nb.trainer import TrainingError
-    return trainer is not None and getattr(trainer, 'optimizer', None) is not None and not isinstance(exc, TrainingError)
+def _emergency_refusal(trainer, exc:BaseException)->str|None:
+    "Why no emergency checkpoint may be saved from `trainer` after `exc` (None: it may)."
+    from ae_nb.trainer import TrainingAborted, TrainingError
+    if trainer is None or getattr(trainer, 'optimizer', None) is None: return "training had not started"
+    if isinstance(exc, TrainingError): return "the model's state is not usable"
+    if isinstance(exc, TrainingAborted): return "the run was abandoned at once, possibly mid-step"
+    if trainer.mid_step: return "the failure came in the middle of an optimizer step"
+    return None
 
+def _latest_point(trainer)->str:
+    "Where a run that saved no emergency checkpoint resumes from, in words."
+    epochs = len(trainer.history['epoch'])
+    return (f"{trainer.checkpoint_dir/'latest.pth'} (end of epoch {epochs}) is the resume point"
+            if epochs else "no epoch has finished, so a restart begins from scratch")
+
+# %% ../nbs/06_cli.ipynb #9a4b1c6e
+USER_ERRORS = ('ConfigError', 'DataError', 'RestartError', 'CheckpointError', 'RunFolderBusy', 'ReportError')
+
+def _failure_line(exc:BaseException, code:int)->str:
+    "The one line that says how the run ended."
+    signame = signal.Signals(code - 128).name if code > 128 else None
+    if type(exc).__name__ == 'TrainingAborted': return f"Training aborted at once by a third {signame}."
+    if type(exc).__name__ == 'RunFolderBusy': return f"ae_train: {exc}"
+    if signame == 'SIGHUP': return "Training stopped: the terminal closed or the connection dropped (SIGHUP)."
+    if signame: return f"Training {'interrupted' if signame == 'SIGINT' else 'terminated'} ({signame})."
+    return f"Training failed: {exc}"
+
+# %% ../nbs/06_cli.ipynb #2f8e6d31
+class _DeferSignals:
+    "Context manager: stop signals are acknowledged but do not interrupt (an emergency save, clean-up)."
+    def __enter__(self):
+        from ae_nb.trainer import STOP_SIGNALS, say_in_handler
+        def note(signum, frame): say_in_handler(f"{signal.Signals(signum).name}: already stopping; saving "
+                                                "and cleaning up first (SIGKILL stops at once)", signum)
+        main = threading.current_thread() is threading.main_thread()
+        self.saved = {s: signal.signal(s, note) for s in STOP_SIGNALS} if main else {}
+        return self
+    def __exit__(self, *exc):
+        for s, h in self.saved.items(): signal.signal(s, h)
+
+# %% ../nbs/06_cli.ipynb #5b7e0a93
 def handle_training_interruption(trainer,              # the `TrainerAE`, or None if training had not started
                                  exc:BaseException,    # what ended the run
                                  config:AEConfig,      # resolved configuration of the run
                                  log:logging.Logger,   # run logger
-                                )->int:                # exit code: 1, 130 or 143
-    "Save an emergency checkpoint if possible, log how to resume, clean up, and return the exit code."
+                                )->int:                # exit code: 1, or 128 + the signal's number
+    "Save an emergency checkpoint if the state allows it, log how to resume, clean up, return the exit code."
     code = exit_code_for(exc)
-    what = {EXIT_SIGINT: 'interrupted (SIGINT)', EXIT_SIGTERM: 'terminated (SIGTERM)'}.get(code)
-    log.error(f"Training {what}." if what else f"Training failed: {exc}")
-    if code == EXIT_ERROR: log.debug("Traceback of the failure:", exc_info=exc)
-    if _can_save_emergency(trainer, exc):
-        try: log.info(f"Emergency checkpoint: {trainer.save_checkpoint('emergency')}")
-        except Exception as e: log.error(f"Could not write the emergency checkpoint: {e}")
-    if trainer is not None:
-        log.info(f"Resume with: {resume_command(config)}")
-        trainer.cleanup()
+    with _DeferSignals():
+        log.error(_failure_line(exc, code))
+        if code == EXIT_ERROR and type(exc).__name__ not in USER_ERRORS and not isinstance(exc, OSError):
+            logged = any(isinstance(h, logging.FileHandler) for h in log.handlers)
+            log.log(logging.DEBUG if logged else logging.ERROR, "Traceback of the failure:", exc_info=exc)
+        refusal = _emergency_refusal(trainer, exc)
+        if refusal is None:
+            try: log.info(f"Emergency checkpoint: {trainer.save_checkpoint('emergency')}")
+            except Exception as e: log.error(f"Could not write the emergency checkpoint: {e}")
+        elif trainer is not None and trainer.optimizer is not None:
+            log.info(f"No emergency checkpoint: {refusal}; {_latest_point(trainer)}.")
+        if trainer is not None:
+            log.info(f"Resume with: {resume_command(config)}")
+            trainer.cleanup()
     return code
 
 # %% ../nbs/06_cli.ipynb #6ab87f5e
 class _SignalHandlers:
-    "Context manager: SIGINT and SIGTERM raise `TrainingInterrupted` while the run is outside the training loop."
+    "Context manager: the stop signals raise `TrainingInterrupted` while the run is outside the training loop."
     def __enter__(self):
-        from ae_nb.trainer import TrainingInterrupted
-        def handler(signum, frame): raise TrainingInterrupted(signum)
-        self.saved = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        from ae_nb.trainer import STOP_SIGNALS, TrainingInterrupted, say_in_handler
+        def handler(signum, frame):
+            say_in_handler(f"{signal.Signals(signum).name}: stopping", signum)
+            raise TrainingInterrupted(signum)
+        self.saved = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
         return self
     def __exit__(self, *exc):
         for s, h in self.saved.items(): signal.signal(s, h)
@@ -158,17 +241,16 @@ class _SignalHandlers:
 # %% ../nbs/06_cli.ipynb #80fc6350
 def main(config:AEConfig)->int:
     "Train, report and save one run described by `config`; return the exit code."
-    from ae_nb.data import load_or_create_datasets, make_loaders, print_inputdata_stats
+    from ae_nb.data import make_loaders, print_inputdata_stats
     from ae_nb.model import model_from_config
     from ae_nb.trainer import TrainerAE, get_training_params, log_hyperparameters, init_distributed, close_distributed
-    from ae_nb.report import generate_full_report, print_final_results
     import torch
-    start, trainer = time.time(), None
+    start, trainer, env = time.time(), None, None
     log = setup_logging(config.logging.level)
     with _SignalHandlers():
         try:
             rank, world_size = init_distributed(config.resources.device)  # (0, 1) unless launched by torchrun
-            env = setup_environment(config, rank)
+            env = _setup_all_ranks(config, rank, world_size)
             log = env.log
             splits = _load_data_rank0_first(config, log, rank, world_size)
             train_loader, val_loader, test_loader = make_loaders(splits, config, rank, world_size)
@@ -179,23 +261,35 @@ def main(config:AEConfig)->int:
             trainer = TrainerAE(model, config, train_loader, val_loader, norm=splits.norm,
                                 data_fingerprint=splits.fingerprint, run_dir=env.run_dir, log=log.info)
             log_hyperparameters(config, get_training_params(config), log.info)
-            if config.training.restart: trainer.train_with_restart(config.training.restart_from)
+            if config.training.restart: trainer.train_with_restart(config.training.restart_from, env.commit)
             else:
+                env.commit(fresh=True)
                 trainer.setup_training()
                 trainer.train()
-            if rank == 0:  # the report is one process's job
-                results = generate_full_report(model, splits, config, history=trainer.history, run_dir=env.run_dir,
-                                               checkpoint=trainer.checkpoint_dir/'best.pth', log=log.info)
-                results['checkpoints'] = {'final': str(trainer.save_checkpoint('final'))} | results.get('checkpoints', {})
-                results['wall_time_s'] = time.time() - start
-                results['resume_command'] = resume_command(config)
-                print_final_results(results, log=log.info)
+            code = _finish_run(trainer, model, splits, env, start) if rank == 0 else EXIT_OK
             trainer.cleanup()
-            return EXIT_OK
+            return code
         except (Exception, KeyboardInterrupt) as e:
             return handle_training_interruption(trainer, e, config, log)
-        finally: close_distributed()
+        finally:
+            if env is not None and env.lock is not None: env.lock.release()
+            close_distributed()
 
+# %% ../nbs/06_cli.ipynb #0c6d2a84
+def _setup_all_ranks(config:AEConfig, rank:int, world_size:int)->Environment:
+    "`setup_environment` on every process; if it fails on one (rank 0: the folder is busy), all stop."
+    try: env, error = setup_environment(config, rank), None
+    except Exception as e: env, error = None, e
+    if world_size > 1:
+        import torch, torch.distributed as dist
+        ok = torch.tensor([int(error is None)], device='cuda' if dist.get_backend() == 'nccl' else 'cpu')
+        dist.all_reduce(ok, op=dist.ReduceOp.MIN)
+        if error is None and not ok.item():
+            raise RuntimeError("another process of this run could not set up (rank 0's output says why)")
+    if error is not None: raise error
+    return env
+
+# %% ../nbs/06_cli.ipynb #4e8b1f07
 def _load_data_rank0_first(config:AEConfig, log:logging.Logger, rank:int, world_size:int):
     "The data splits; in a distributed run rank 0 builds the cache first and the others then read it."
     from ae_nb.data import load_or_create_datasets
@@ -205,19 +299,63 @@ def _load_data_rank0_first(config:AEConfig, log:logging.Logger, rank:int, world_
     dist.barrier()
     return splits if rank == 0 else load_or_create_datasets(config, log=log.info)
 
+# %% ../nbs/06_cli.ipynb #6d0f3b58
+def _finish_run(trainer, model, splits, env:Environment, start:float)->int:
+    "Write the report and print the final results; a failed report is named, the model's place given."
+    from ae_nb.report import generate_full_report, print_final_results
+    from ae_nb.trainer import CHECKPOINT_NAMES
+    final, best = (trainer.checkpoint_dir/CHECKPOINT_NAMES[k] for k in ('final', 'best'))
+    if not final.is_file(): trainer.save_checkpoint('final')   # a restart of a run killed before it
+    try: results = generate_full_report(model, splits, env.config, history=trainer.history,
+                                        run_dir=env.run_dir, checkpoint=best, log=env.log.info)
+    except OSError as e:
+        env.log.error(f"Training finished ({len(trainer.history['epoch'])} epochs), but the report could not "
+                      f"be written: {e}. The trained model is in {final}; write the report later with: "
+                      f"ae_report --checkpoint {best}")
+        return EXIT_ERROR
+    results['checkpoints'] = {'final': str(final)} | results.get('checkpoints', {})
+    results['wall_time_s'] = time.time() - start
+    results['resume_command'] = resume_command(env.config)
+    print_final_results(results, log=env.log.info)
+    return EXIT_OK
+
+# %% ../nbs/06_cli.ipynb #2a5c7e19
+def environment_problems(config:AEConfig)->list[str]:
+    "What stops `config` from running on this machine, found without writing anything."
+    if int(os.environ.get('RANK', '0')): return []   # rank 0 checks for everyone
+    problem = results_dir_problem(config.experiment.results_dir)
+    return [f"experiment.results_dir: {problem}"] if problem else []
+
 # %% ../nbs/06_cli.ipynb #4af2b447
+def _print_problems(problems:list[str])->int:
+    "Print configuration problems to stderr, one per line; return the exit code 1."
+    n = len(problems)
+    print(f"ae_train: invalid configuration ({n} problem{'s' * (n > 1)}):", file=sys.stderr)
+    for p in problems: print(f"  {p}", file=sys.stderr)
+    return EXIT_ERROR
+
+def _run(args:argparse.Namespace)->int:
+    "Resolve the configuration, then dry-run, validate or train; return the exit code."
+    try: config = resolve_config(args)
+    except ConfigError as e: return _print_problems(e.problems)
+    if args.dry_run: print(config_to_yaml(config), end=''); return EXIT_OK
+    if problems := environment_problems(config): return _print_problems(problems)
+    if args.validate_config: print('valid'); return EXIT_OK
+    return main(config)
+
+# %% ../nbs/06_cli.ipynb #b1e5d2c8
 def cli_main(argv:list[str]|None=None, # arguments (default: `sys.argv[1:]`)
             ):
     "Entry point of `ae_train`: parse arguments, resolve the config, then dry-run, validate or train."
     args = parse_arguments(argv)
-    try: config = resolve_config(args)
-    except ConfigError as e:
-        print(f"ae_train: invalid configuration ({len(e.problems)} problem{'s' * (len(e.problems) > 1)}):", file=sys.stderr)
-        for p in e.problems: print(f"  {p}", file=sys.stderr)
-        sys.exit(EXIT_ERROR)
-    if args.dry_run: print(config_to_yaml(config), end=''); sys.exit(EXIT_OK)
-    if args.validate_config: print('valid'); sys.exit(EXIT_OK)
-    sys.exit(main(config))
+    try: code = _run(args)
+    except KeyboardInterrupt:
+        print("ae_train: interrupted before training started; nothing was written", file=sys.stderr)
+        code = EXIT_SIGINT
+    if argv is None:   # the console script: nothing is left to do but exit, whatever arrives now
+        for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, 'SIGHUP', signal.SIGTERM)):
+            signal.signal(s, lambda signum, frame, code=code: os._exit(code))
+    sys.exit(code)
 
 # %% ../nbs/06_cli.ipynb #297ac69c
 def _tool_parser(prog:str, description:str)->argparse.ArgumentParser:
@@ -247,15 +385,6 @@ def _tool_main(run, argv:list[str]|None):
     sys.exit(EXIT_OK)
 
 # %% ../nbs/06_cli.ipynb #beaf8e7b
-def _write_atomic(path:Path, write):
-    "Call `write(tmp_path)`, then rename the temporary file to `path`."
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally: tmp.unlink(missing_ok=True)
-
 def _write_csv(path:Path, header:list[str], rows):
     "Write `rows` under `header` to the CSV file `path`, atomically."
     import csv

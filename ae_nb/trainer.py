@@ -20,31 +20,41 @@ from . import __version__
 from .config import AEConfig, TrainingConfig, config_hash, config_to_dict, flatten_dict, run_dir as config_run_dir
 from .performance import (Speedups, StepRig, apply_layout, begin_step, compile_model, fused_available, rule_speedups,
                                tune_speedups, timings_key, timings_path, load_timings, save_timings)
+from .runfolder import claim_run_folder, set_aside_previous_run
 
 # %% auto #0
-__all__ = ['LOSSES', 'PLATEAU_PATIENCE', 'CHECKPOINT_FORMAT', 'CHECKPOINT_NAMES', 'REUSED', 'STOP_CHECK_EVERY', 'DIST_TIMEOUT_S',
-           'TrainingError', 'TrainingInterrupted', 'CheckpointError', 'RestartError', 'PeerLostError',
-           'seed_everything', 'resolve_device', 'make_loss', 'make_optimizer', 'lr_factor', 'LRSchedule', 'train_step',
-           'checkpoint_digest', 'atomic_write_bytes', 'checkpoint_bytes', 'save_checkpoint_file', 'load_checkpoint',
-           'host_snapshot', 'CheckpointWriter', 'find_restart_checkpoint', 'get_rng_state', 'set_rng_state',
-           'reconstruction_mosaic', 'plot_reconstructions', 'plot_losses', 'get_training_params',
-           'get_setup_training_params', 'log_hyperparameters', 'TrainerAE', 'show_progress', 'plain_data',
-           'init_distributed', 'close_distributed', 'match_state_layout']
+__all__ = ['STOP_SIGNALS', 'LOSSES', 'PLATEAU_PATIENCE', 'CHECKPOINT_FORMAT', 'CHECKPOINT_NAMES', 'REUSED', 'STOP_CHECK_EVERY',
+           'DIST_TIMEOUT_S', 'TrainingError', 'TrainingInterrupted', 'TrainingAborted', 'CheckpointError',
+           'RestartError', 'PeerLostError', 'seed_everything', 'resolve_device', 'make_loss', 'make_optimizer',
+           'lr_factor', 'LRSchedule', 'train_step', 'checkpoint_digest', 'atomic_write_bytes', 'checkpoint_bytes',
+           'save_checkpoint_file', 'load_checkpoint', 'host_snapshot', 'CheckpointWriter', 'find_restart_checkpoint',
+           'get_rng_state', 'set_rng_state', 'reconstruction_mosaic', 'plot_reconstructions', 'plot_losses',
+           'get_training_params', 'get_setup_training_params', 'log_hyperparameters', 'TrainerAE', 'say_in_handler',
+           'show_progress', 'plain_data', 'init_distributed', 'close_distributed', 'best_epoch_of',
+           'match_state_layout', 'checkpoint_epoch']
 
 # %% ../nbs/03_trainer.ipynb #5b851a7d
 class TrainingError(RuntimeError):
     "Training cannot continue (for example the loss became NaN or infinite)."
 
 class TrainingInterrupted(Exception):
-    "SIGINT or SIGTERM stopped training at a step boundary; the trainer's state is consistent there."
+    "SIGINT, SIGTERM or SIGHUP stopped training at a step boundary; the trainer's state is consistent there."
     def __init__(self, signum:int):
         self.signum = int(signum)
         super().__init__(f"training interrupted by {signal.Signals(self.signum).name}")
 
     @property
     def exit_code(self)->int:
-        "Shell convention: 128 + signal number (130 for SIGINT, 143 for SIGTERM)."
+        "Shell convention: 128 + signal number (130 for SIGINT, 143 for SIGTERM, 129 for SIGHUP)."
         return 128 + self.signum
+
+STOP_SIGNALS = tuple(getattr(signal, n) for n in ('SIGINT', 'SIGTERM', 'SIGHUP') if hasattr(signal, n))
+
+class TrainingAborted(KeyboardInterrupt):
+    "A third stop signal abandoned training at once, possibly in the middle of a step: nothing may be saved."
+    def __init__(self, signum:int):
+        self.signum = int(signum)
+        super().__init__(f"training aborted by a third {signal.Signals(self.signum).name}")
 
 class CheckpointError(ValueError):
     "A checkpoint file is missing, damaged (truncated, altered) or not an ae_nb checkpoint."
@@ -476,6 +486,8 @@ class TrainerAE:
         "Position, metrics and history of a fresh run."
         self.epoch = self.step_in_epoch = self.global_step = 0
         self.best_val, self.epochs_since_best, self.early_stopped, self._nonfinite = math.inf, 0, False, False
+        self.best_epoch = 0     # the epoch whose state best.pth holds
+        self.mid_step = False   # from an optimizer step (or a load) until the position agrees with the weights
         self.history = {'epoch': [], 'train_loss': [], 'val_loss': [], 'lr': [], 'time': []}
         self._loss_sum, self._n_seen, self._epoch_time = None, 0, 0.0
         self.resumed_from, self._emergency_resumed = None, False  # checkpoint this run continued from
@@ -553,6 +565,7 @@ def setup_training(self:TrainerAE, saved_performance:dict|None=None, # a checkpo
             if hasattr(loader, 'to_device') and loader.device_x is None: loader.to_device(self.device)
     self.amp_dtype = s.amp_dtype
     self.optimizer = make_optimizer(self.model, t, s.fused_optimizer)
+    self.optimizer.register_step_pre_hook(lambda *_: setattr(self, 'mid_step', True))
     self.scheduler = LRSchedule(self.optimizer, t)
     self.scaler = torch.amp.GradScaler(self.device.type) if self.amp_dtype == torch.float16 else None
     rig, self._rig = getattr(self, '_rig', None), None
@@ -608,20 +621,31 @@ def request_stop(self:TrainerAE, signum:int=signal.SIGINT):
     "Ask `train()` to stop at the next step boundary, as SIGINT/SIGTERM do."
     if self._stop_signal is None: self._stop_signal = int(signum)
 
+def say_in_handler(message:str, signum:int|None=None):
+    "Write `message` to stderr from a signal handler; after SIGHUP, silence a terminal that is gone."
+    try: os.write(2, f"\n{message}\n".encode()); return
+    except OSError: pass
+    if signum != getattr(signal, 'SIGHUP', None): return
+    null = os.open(os.devnull, os.O_WRONLY)
+    for fd in (1, 2):
+        if os.isatty(fd): os.dup2(null, fd)
+    os.close(null)
+
 @patch
 def _handle_signal(self:TrainerAE, signum, frame):
     "Signal handler: set the stop flag (a third signal aborts at once)."
     self._signal_count += 1
-    if self._signal_count >= 3: raise KeyboardInterrupt
+    if self._signal_count >= 3: raise TrainingAborted(signum)
     self.request_stop(signum)
-    os.write(2, f"\n{signal.Signals(signum).name}: stopping at the next step boundary (send it twice more to abort now)\n".encode())
+    say_in_handler(f"{signal.Signals(signum).name}: stopping at the next step boundary "
+                   "(send it twice more to abort now, without an emergency checkpoint)", signum)
 
 @patch
 def _install_signal_handlers(self:TrainerAE):
-    "Route SIGINT and SIGTERM to `_handle_signal` (main thread only); remember the previous handlers."
+    "Route the `STOP_SIGNALS` to `_handle_signal` (main thread only); remember the previous handlers."
     if threading.current_thread() is not threading.main_thread(): return
     self._signal_count = 0
-    for s in (signal.SIGINT, signal.SIGTERM): self._saved_handlers[s] = signal.signal(s, self._handle_signal)
+    for s in STOP_SIGNALS: self._saved_handlers[s] = signal.signal(s, self._handle_signal)
 
 @patch
 def _restore_signal_handlers(self:TrainerAE):
@@ -713,7 +737,8 @@ def state_dict(self:TrainerAE, kind:str='latest')->dict:
             'scaler': self.scaler.state_dict() if self.scaler is not None else None,
             'epoch': self.epoch, 'step_in_epoch': self.step_in_epoch, 'global_step': self.global_step,
             'steps_per_epoch': len(self.train_loader), 'world_size': self.world_size, 'num_threads': torch.get_num_threads(),
-            'best_val': self.best_val, 'epochs_since_best': self.epochs_since_best, 'early_stopped': self.early_stopped,
+            'best_val': self.best_val, 'best_epoch': self.best_epoch, 'epochs_since_best': self.epochs_since_best,
+            'early_stopped': self.early_stopped,
             'history': copy.deepcopy(self.history),
             'accumulators': {'loss_sum': acc, 'n_samples': self._n_seen, 'epoch_time': self._epoch_time,
                              'per_rank': getattr(self, '_rank_sums', None)},
@@ -788,18 +813,13 @@ def _prune_restart_checkpoints(self:TrainerAE):
 # %% ../nbs/03_trainer.ipynb #7aebd620
 @patch
 def _tidy_checkpoint_dir(self:TrainerAE):
-    "Delete partial writes; on a fresh start, move an earlier run's checkpoints to `previous_<time>/`."
+    "Delete partial writes; on a fresh start, move an earlier run out of the way into `previous/<time>/`."
     if not self.checkpoint_dir.is_dir(): return
     partial = list(self.checkpoint_dir.glob('.*.pth.*.tmp'))
     for p in partial: p.unlink(missing_ok=True)
     if partial: self.log(f"removed {len(partial)} unfinished checkpoint write(s) in {self.checkpoint_dir}")
-    earlier = sorted(self.checkpoint_dir.glob('*.pth'))
-    if self.global_step or self.resumed_from is not None or not earlier: return
-    dest = self.checkpoint_dir/f"previous_{time.strftime('%Y%m%d-%H%M%S')}"
-    while dest.exists(): dest = dest.with_name(dest.name + '_')
-    dest.mkdir()
-    for p in earlier: os.replace(p, dest/p.name)
-    self.log(f"{self.checkpoint_dir} held checkpoints of an earlier run: moved to {dest.name}/ (restart to continue a run instead)")
+    if self.global_step or self.resumed_from is not None or not any(self.checkpoint_dir.glob('*.pth')): return
+    set_aside_previous_run(self.run_dir, self.log)
 
 # %% ../nbs/03_trainer.ipynb #6e69ddc9
 STOP_CHECK_EVERY = 10         # steps between stop-flag all-reduces: each costs ~0.3 ms on gloo (2 CPU processes), a sync on GPUs
@@ -914,6 +934,7 @@ def _train_epoch(self:TrainerAE):
             self._loss_sum += loss * len(batch)
             self._n_seen += len(batch)
             self.step_in_epoch += 1; self.global_step += 1
+            self.mid_step = False   # set by the optimizer's step: from its start until here, nothing may be saved
             if self.step_in_epoch % t.log_every == 0: self._log_progress(bar)
         if self._agreed_stop(every_step=True) is not None: self._gather_rank_sums(); raise TrainingInterrupted(self._stop_signal)
     finally:
@@ -944,6 +965,7 @@ def _end_epoch(self:TrainerAE):
     for k, v in zip(self.history, (self.epoch, train_loss, val_loss, lr, round(self._epoch_time, 3))): self.history[k].append(v)
     improved = metric < self.best_val
     self.best_val, self.epochs_since_best = (metric, 0) if improved else (self.best_val, self.epochs_since_best + 1)
+    if improved: self.best_epoch = self.epoch
     patience = t.early_stopping_patience
     self.early_stopped = bool(patience) and self.epochs_since_best >= patience
     val_text = f"{val_loss:.5f}" if val_loss is not None else '-'
@@ -965,10 +987,11 @@ def train(self:TrainerAE)->dict:
         self.log(f"nothing to train: {self.epoch} of {t.epochs} epochs done{' (stopped early)' if self.early_stopped else ''}")
         return self.history
     self._stop_signal, self._rank_sums = None, None
-    if self.is_main: self._tidy_checkpoint_dir()
-    self._init_wandb()
-    self._install_signal_handlers()
+    lock = claim_run_folder(self.run_dir, self.log) if self.is_main else None   # the CLI's claim, or our own
     try:
+        if self.is_main: self._tidy_checkpoint_dir()
+        self._init_wandb()
+        self._install_signal_handlers()
         while self.epoch < t.epochs and not self.early_stopped:
             self._train_epoch()
             self._end_epoch()
@@ -982,6 +1005,7 @@ def train(self:TrainerAE)->dict:
         self._restore_signal_handlers()
         self._wait_for_writes(raising=sys.exc_info()[0] is None)  # never return, or stop, with a write pending
         self._callback('train_end')
+        if lock is not None: lock.release()
     if self._agreed_stop(every_step=True) is not None: raise TrainingInterrupted(self._stop_signal)  # arrived after the last step: honour it
     return self.history
 
@@ -1020,6 +1044,13 @@ def check_restart(self:TrainerAE, checkpoint:dict, # a loaded checkpoint
                        "correct, but not bitwise equal to an uninterrupted run)")
     return changes
 
+def best_epoch_of(history:dict)->int:
+    "The epoch whose state `best.pth` holds: the first with the lowest validation (else training) loss."
+    val = [v for v in history.get('val_loss') or [] if v is not None]
+    metric = history['val_loss'] if val else history.get('train_loss') or []
+    finite = [(v, i) for i, v in enumerate(metric) if v is not None and math.isfinite(v)]
+    return history['epoch'][min(finite)[1]] if finite else 0
+
 def match_state_layout(optimizer:torch.optim.Optimizer):
     "Give every per-parameter state tensor its parameter's memory layout (fused optimizers silently miscompute otherwise)."
     for group in optimizer.param_groups:
@@ -1031,6 +1062,7 @@ def match_state_layout(optimizer:torch.optim.Optimizer):
 @patch
 def load_state(self:TrainerAE, checkpoint:dict):
     "Restore weights, optimizer, schedule, scaler, position, history, accumulators and RNG states."
+    self.mid_step = True   # until everything is restored, the state is neither the old nor the new one
     getattr(self.model, 'module', self.model).load_state_dict(checkpoint['model'])
     self.optimizer.load_state_dict(checkpoint['optimizer'])
     match_state_layout(self.optimizer)
@@ -1040,36 +1072,80 @@ def load_state(self:TrainerAE, checkpoint:dict):
     self.best_val, self.epochs_since_best = checkpoint['best_val'], checkpoint['epochs_since_best']
     self.early_stopped, self._nonfinite = checkpoint['early_stopped'], False
     self.history = {k: list(v) for k, v in checkpoint['history'].items()}
+    self.best_epoch = checkpoint.get('best_epoch', best_epoch_of(self.history))
     acc = checkpoint['accumulators']
     self._loss_sum = None if acc['loss_sum'] is None else acc['loss_sum'].to(self.device)
     self._n_seen, self._epoch_time = acc['n_samples'], acc['epoch_time']
     if self.world_size > 1 and self._loss_sum is not None: self._restore_rank_sums(acc.get('per_rank'))
     self.wandb_run_id = checkpoint.get('wandb_run_id') or self.wandb_run_id
     set_rng_state(checkpoint['rng'])
-
-
+    self.mid_step = False
 
 # %% ../nbs/03_trainer.ipynb #74d3d267
 @patch
 def train_with_restart(self:TrainerAE, checkpoint:str|Path='auto', # `auto` (newest valid checkpoint of this run) or a file
-                      )->dict:                                      # the history, resumed epochs included
+                       on_accept:Callable|None=None, # called with `fresh` once the checkpoint is accepted
+                      )->dict:                       # the history, resumed epochs included
     "Resume from `checkpoint` and train to the end; a fresh run when `auto` finds no checkpoint."
     path = find_restart_checkpoint(self.run_dir, log=self.log) if str(checkpoint) == 'auto' else Path(checkpoint)
     saved = None if path is None else load_checkpoint(path)
     self._check_same_checkpoint(saved, path)
-    changes = [] if saved is None else self.check_restart(saved, path)  # refused before anything is built,
-    self.setup_training(None if saved is None else saved.get('performance'))  # after the checks: a refused restart
-                                                                             # leaves no (fresh, empty) emergency checkpoint
+    changes = [] if saved is None else self.check_restart(saved, path)  # refused before anything is built
+    if on_accept is not None: on_accept(saved is None)   # e.g. the CLI writes config.yaml only now
+    self.setup_training(None if saved is None else saved.get('performance'))
     if saved is None:
         self.log(f"restart: no valid checkpoint in {self.checkpoint_dir}; starting a fresh run")
         return self.train()
     self.load_state(saved)
     self.resumed_from = path
     self._emergency_resumed = path.resolve() == (self.checkpoint_dir/CHECKPOINT_NAMES['emergency']).resolve()
-    self.log(f"resuming from {path}: epoch {self.epoch + 1}/{self.config.training.epochs}, step {self.step_in_epoch}/"
-             f"{len(self.train_loader)} (global step {self.global_step}, {len(self.history['epoch'])} epochs done)")
+    self.log(f"resuming from {path}: {self._resume_position()}")
     for change in changes: self.log(f"  changed since the checkpoint (allowed): {change}")
+    if self.is_main: self._repair_checkpoint_set(path)
     return self.train()
+
+@patch
+def _resume_position(self:TrainerAE)->str:
+    "Where a resumed run stands, in words: `epoch 3/30, step 5/8 (...)` or `all 30 epochs done`."
+    done, total = len(self.history['epoch']), self.config.training.epochs
+    if self.step_in_epoch == 0 and (self.epoch >= total or self.early_stopped):
+        return f"training had ended ({done} epochs done{', stopped early' if self.early_stopped else ''})"
+    return (f"epoch {self.epoch + 1}/{total}, step {self.step_in_epoch}/{len(self.train_loader)} "
+            f"(global step {self.global_step}, {done} epochs done)")
+
+# %% ../nbs/03_trainer.ipynb #7291cdb2
+def checkpoint_epoch(path:Path)->int|None:
+    "The epoch at whose end checkpoint `path` was written; None if it is missing, damaged or mid-epoch."
+    try: ck = load_checkpoint(path)
+    except CheckpointError: return None
+    return ck['epoch'] if ck['step_in_epoch'] == 0 else None
+
+# %% ../nbs/03_trainer.ipynb #28a1614f
+@patch
+def _files_due(self:TrainerAE)->dict:
+    "The checkpoint files that must hold a given epoch's end state at this position: {name: epoch}."
+    due, every = {}, self.config.training.checkpoint.save_every
+    if self.step_in_epoch == 0 and self.epoch:
+        due['latest.pth'] = self.epoch
+        if every and self.epoch % every == 0: due[f"restart_e{self.epoch:04d}.pth"] = self.epoch
+    if self.best_epoch: due['best.pth'] = self.best_epoch
+    return due
+
+# %% ../nbs/03_trainer.ipynb #85cec5fe
+@patch
+def _repair_checkpoint_set(self:TrainerAE, resumed:Path, # the checkpoint this run resumed from
+                          ):
+    "Rewrite each checkpoint file that does not hold the epoch it should (a kill between two writes)."
+    for name, epoch in self._files_due().items():
+        if checkpoint_epoch(self.checkpoint_dir/name) == epoch: continue
+        sources = [resumed, self.checkpoint_dir/'latest.pth', self.checkpoint_dir/f"restart_e{epoch:04d}.pth"]
+        source = next((p for p in sources if checkpoint_epoch(p) == epoch), None)
+        if source is None:
+            self.log(f"restart: WARNING {name} should hold epoch {epoch}, and no checkpoint of that epoch is left")
+            continue
+        atomic_write_bytes(source.read_bytes(), self.checkpoint_dir/name)
+        self.log(f"restart: {name} did not hold epoch {epoch} (a write was cut short); copied it from {source.name}")
+    self._prune_restart_checkpoints()
 
 # %% ../nbs/03_trainer.ipynb #c0b443c4
 @patch

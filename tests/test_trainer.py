@@ -256,16 +256,19 @@ def test_wandb_offline_run_id_survives_a_restart(tmp_path):
     assert load_checkpoint(second.checkpoint_dir/'final_checkpoint.pth')['wandb_run_id'] == run_id
 
 
-def test_a_fresh_run_moves_an_earlier_runs_checkpoints_aside(tmp_path):
+def test_a_fresh_run_moves_an_earlier_run_aside_whole(tmp_path):
     first = straight_run(tmp_path, epochs=2)
     (first.checkpoint_dir/'.latest.pth.abc123.tmp').write_bytes(b'half a write')
+    (first.run_dir/'plots').mkdir(exist_ok=True); (first.run_dir/'plots'/'old.png').write_bytes(b'old plot')
     log = []
     cfg, model, train_dl, val_dl = tiny(tmp_path, epochs=1)
     second = TrainerAE(model, cfg, train_dl, val_dl, log=log.append)
     second.setup_training(); second.train()
-    previous = [p for p in first.checkpoint_dir.iterdir() if p.name.startswith('previous_')]
-    assert len(previous) == 1 and (previous[0]/'latest.pth').is_file()
-    assert load_checkpoint(previous[0]/'latest.pth')['epoch'] == 2
+    previous = list((first.run_dir/'previous').iterdir())
+    assert len(previous) == 1 and (previous[0]/'checkpoints'/'latest.pth').is_file()
+    assert load_checkpoint(previous[0]/'checkpoints'/'latest.pth')['epoch'] == 2
+    assert (previous[0]/'plots'/'old.png').read_bytes() == b'old plot'   # old plots go with their run
+    assert not (first.run_dir/'plots'/'old.png').exists()
     assert load_checkpoint(second.checkpoint_dir/'latest.pth')['epoch'] == 1
     assert not list(first.checkpoint_dir.glob('*.tmp'))
     assert any('earlier run' in m for m in log) and any('unfinished checkpoint write' in m for m in log), log
