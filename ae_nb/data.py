@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_data.ipynb #52fd0111
 from __future__ import annotations
-import glob, hashlib, json, os, shutil, socket, time, uuid
+import fnmatch, glob, hashlib, json, os, shutil, socket, time, uuid
 from collections import deque
 from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
@@ -22,9 +22,10 @@ except ImportError: fcntl = None
 from .config import AEConfig, FilterConfig, cache_dir
 
 # %% auto #0
-__all__ = ['NORM_METHODS', 'ARRAY_SUFFIXES', 'IMAGE_SUFFIXES', 'LAYOUTS', 'DATA_FORMAT_VERSION', 'DataError', 'BadFileError',
-           'chunk_rows', 'synthetic_images', 'load_digits_arrays', 'channel_stats', 'fit_normalization', 'normalize',
-           'denormalize', 'ArrayDataset', 'DataSplits', 'find_raw_files', 'read_raw_file', 'config_raw_files',
+__all__ = ['DIGITS_MAX', 'NORM_METHODS', 'RANGE_TOLERANCE', 'ARRAY_SUFFIXES', 'IMAGE_SUFFIXES', 'LAYOUTS', 'DATA_FORMAT_VERSION',
+           'DataError', 'BadFileError', 'chunk_rows', 'synthetic_images', 'load_digits_arrays', 'channel_stats',
+           'fit_normalization', 'normalize', 'denormalize', 'to_raw_units', 'channel_range', 'range_warning',
+           'ArrayDataset', 'DataSplits', 'RawFiles', 'find_raw_files', 'read_raw_file', 'config_raw_files',
            'filter_samples', 'SourceScan', 'scan_samples', 'fill_splits', 'split_counts', 'split_indices',
            'create_filtered_split_datasets', 'data_recipe', 'data_fingerprint', 'CacheError', 'CacheWriter',
            'write_cache', 'read_cache', 'recipe_changes', 'load_or_create_datasets', 'ArrayBatches', 'make_loaders',
@@ -70,11 +71,13 @@ def synthetic_images(n:int,          # number of images
     return out
 
 # %% ../nbs/01_data.ipynb #62e254f3
+DIGITS_MAX = 16.0   # largest pixel value of scikit-learn's digits; the digits source divides by it
+
 def load_digits_arrays()->tuple[np.ndarray, np.ndarray]:
     "scikit-learn's bundled digits: images float32 (1797, 1, 8, 8) in [0, 1] and labels int64 (1797,)."
     from sklearn.datasets import load_digits
     digits = load_digits()
-    x = (digits.data / 16.0).astype(np.float32).reshape(-1, 1, 8, 8)
+    x = (digits.data / DIGITS_MAX).astype(np.float32).reshape(-1, 1, 8, 8)
     return x, digits.target.astype(np.int64)
 
 # %% ../nbs/01_data.ipynb #03a294f5
@@ -96,14 +99,15 @@ def channel_stats(x:np.ndarray,    # samples (N, C, H, W); a memory map is read 
     std = np.sqrt(np.maximum(total_sq / max(count, 1) - mean**2, 0))
     return {k: v.tolist() for k, v in dict(min=lo, max=hi, mean=mean, std=std).items()}
 
-def fit_normalization(x:np.ndarray,       # train samples (N, C, H, W)
-                      method:str='minmax', # 'minmax', 'standard' or 'none'
-                     )->dict:              # {'method', 'shift', 'scale'}: plain data
+def fit_normalization(x:np.ndarray,        # train samples (N, C, H, W)
+                      method:str='minmax',  # 'minmax', 'standard' or 'none'
+                      stats:dict|None=None, # `channel_stats(x)`, when already computed
+                     )->dict:               # {'method', 'shift', 'scale'}: plain data
     "Fit per-channel normalisation statistics on `x` (the train split)."
     if method not in NORM_METHODS: raise DataError(f"data.normalize: expected one of {NORM_METHODS}, got {method!r}")
     c = x.shape[1]
     if method == 'none' or len(x) == 0: return {'method': method, 'shift': [0.0]*c, 'scale': [1.0]*c}
-    s = channel_stats(x)
+    s = stats or channel_stats(x)
     shift, spread = (s['min'], np.subtract(s['max'], s['min'])) if method == 'minmax' else (s['mean'], s['std'])
     if not np.isfinite(np.asarray(spread, np.float32)).all():
         raise DataError(f"data.normalize: the train split's values span {min(s['min']):.3g} to {max(s['max']):.3g}, too wide to normalise "
@@ -134,6 +138,47 @@ def denormalize(x,          # normalised samples (N, C, H, W) or (C, H, W)
     "Undo `normalize`: `x * scale + shift`, per channel."
     x, shift, scale = _affine_params(x, norm)
     return x * scale + shift
+
+# %% ../nbs/01_data.ipynb #9a872df6
+def to_raw_units(norm:dict,            # from `fit_normalization`, in the units of the source's samples
+                 stats:dict|None=None, # `channel_stats` of the train split in the same units (adds `min`, `max`)
+                 raw_scale:float=1.0,  # raw value of one sample unit (digits: `DIGITS_MAX`)
+                )->dict:               # {'method', 'shift', 'scale'[, 'min', 'max']}, in raw units
+    "The normalisation as a data set stores it: from the values the source's raw files hold to the model's input."
+    raw = lambda values: [raw_scale * float(v) for v in values]
+    out = dict(norm, shift=raw(norm['shift']), scale=raw(norm['scale']))
+    if stats is not None: out.update(min=raw(stats['min']), max=raw(stats['max']))
+    return out
+
+# %% ../nbs/01_data.ipynb #4f5b9614
+RANGE_TOLERANCE = 0.5  # share of the train range that inputs may reach beyond either end of it
+
+def channel_range(x:np.ndarray,        # samples (N, C, H, W); a memory map is read chunk by chunk
+                  chunk:int|None=None, # samples per chunk (default: `chunk_rows`)
+                 )->tuple[list[float], list[float]]: # per-channel minimum and maximum (NaN ignored)
+    "Per-channel minimum and maximum of `x`."
+    c, chunk = x.shape[1], chunk or chunk_rows(x.shape)
+    lo, hi = np.full(c, np.nan), np.full(c, np.nan)
+    for a in range(0, len(x), chunk):
+        part = np.swapaxes(np.asarray(x[a:a + chunk], np.float64), 0, 1).reshape(c, -1)
+        lo, hi = np.fmin(lo, np.fmin.reduce(part, 1)), np.fmax(hi, np.fmax.reduce(part, 1))
+    return lo.tolist(), hi.tolist()
+
+# %% ../nbs/01_data.ipynb #106d49b3
+def range_warning(low:Sequence[float],  # per-channel minimum of the inputs, raw units
+                  high:Sequence[float], # per-channel maximum of the inputs
+                  norm:dict|None,       # stored normalisation with the train range (`min`, `max`)
+                 )->str|None:           # the warning; None when in range or when no range is stored
+    "A warning naming both ranges when inputs lie far outside the train split's value range."
+    if not norm or 'min' not in norm: return None
+    far = []
+    for c, (lo, hi, t_lo, t_hi) in enumerate(zip(low, high, norm['min'], norm['max'])):
+        margin = RANGE_TOLERANCE * (t_hi - t_lo if t_hi > t_lo else max(abs(t_hi), 1.0))
+        if lo < t_lo - margin or hi > t_hi + margin:
+            far.append(f"channel {c}: inputs {lo:.4g} to {hi:.4g}, training data {t_lo:.4g} to {t_hi:.4g}")
+    if not far: return None
+    return ("WARNING: the inputs lie far outside the training data's value range (raw units; more than "
+            f"half that range beyond it): {'; '.join(far[:4])}. Are they scaled like the training files?")
 
 # %% ../nbs/01_data.ipynb #a62cd77f
 _SPLITS = ('train', 'val', 'test')
@@ -178,20 +223,75 @@ class DataSplits:
 ARRAY_SUFFIXES = ('.npy', '.npz')
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.tif', '.tiff')
 
+def _walk(top:str)->Iterator[str]:
+    "Every path below folder `top` (hidden ones aside), following links to folders but entering each real folder once."
+    seen, stack = {os.path.realpath(top)}, [top]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as it: entries = sorted(it, key=lambda e: e.name)
+        except OSError: continue                                  # unreadable or vanished folder
+        for e in entries:
+            if e.name.startswith('.'): continue
+            yield e.path
+            try: is_dir = e.is_dir()                              # a link to a folder counts
+            except OSError: is_dir = False
+            if is_dir and (real := os.path.realpath(e.path)) not in seen: seen.add(real); stack.append(e.path)
+
+# %% ../nbs/01_data.ipynb #3e388bf1
+def _match_parts(pattern:tuple, parts:tuple)->bool:
+    "Whether path components `parts` match glob components `pattern`, where `**` matches any number of them."
+    if not pattern: return not parts
+    if pattern[0] == '**': return any(_match_parts(pattern[1:], parts[i:]) for i in range(len(parts) + 1))
+    return bool(parts) and fnmatch.fnmatchcase(parts[0], pattern[0]) and _match_parts(pattern[1:], parts[1:])
+
+def _glob(pattern:str)->list[str]:
+    "Matches of one glob, as `glob.glob(recursive=True)` gives them, with `**` expanded by `_walk`."
+    parts = Path(pattern).parts
+    if '**' not in parts: return glob.glob(pattern)
+    k = parts.index('**')
+    head, rest, out = str(Path(*parts[:k])) if k else '.', parts[k:], []
+    for top in (t for t in glob.glob(head) if os.path.isdir(t)):
+        out += [top] * (rest == ('**',)) + [p for p in _walk(top) if _match_parts(rest, Path(os.path.relpath(p, top)).parts)]
+    return out
+
+def _pattern_files(pattern:str)->set[str]:
+    "Absolute paths of the supported files one glob leads to (a folder matched is walked once, not again below another)."
+    matches, out, walked = sorted(map(os.path.abspath, _glob(os.path.expanduser(pattern)))), set(), set()
+    for m in matches:
+        if os.path.isdir(m):
+            if not any(str(a) in walked for a in Path(m).parents): walked.add(m); out.update(_walk(m))
+        else: out.add(m)
+    dangling = lambda p: os.path.islink(p) and not os.path.exists(p)
+    return {p for p in out if p.lower().endswith(ARRAY_SUFFIXES + IMAGE_SUFFIXES) and (os.path.isfile(p) or dangling(p))}
+
+# %% ../nbs/01_data.ipynb #dadff47c
+class RawFiles(list):
+    "The raw files `find_raw_files` found (a list of `Path`), and how many more paths led to them."
+    duplicates: int = 0   # paths left out because they lead to a file already listed
+    def note(self)->str:
+        "One line on the paths left out."
+        return (f"{self.duplicates} path(s) lead to files already listed (symbolic links or overlapping globs): "
+                "each file is read once")
+
+def _real_key(path:str)->str:
+    "What identifies the file at `path`: its real path (a broken link: itself, so that each is refused by name)."
+    return path if os.path.islink(path) and not os.path.exists(path) else os.path.realpath(path)
+
+# %% ../nbs/01_data.ipynb #5a4c12d3
 def find_raw_files(raw_glob:str|Sequence[str], # glob or globs of folders and/or files
-                  )->list[Path]:               # supported files, sorted, absolute
-    "Expand `data.raw_glob` into the sorted list of readable-looking raw files."
+                  )->RawFiles:                 # supported files, absolute, each once, ordered by real path
+    "Expand `data.raw_glob` into the list of readable-looking raw files, each file once however many paths lead to it."
     patterns = [raw_glob] if isinstance(raw_glob, (str, Path)) else list(raw_glob)
-    found = set()
+    paths, total = {}, 0                          # real path -> the paths that lead to it
     for pattern in patterns:
-        for match in glob.glob(os.path.expanduser(str(pattern)), recursive=True):
-            p = Path(match)
-            candidates = [q for q in p.rglob('*') if not any(part.startswith('.') for part in q.relative_to(p).parts)] if p.is_dir() else [p]
-            found.update(Path(os.path.abspath(q)) for q in candidates
-                         if q.suffix.lower() in ARRAY_SUFFIXES + IMAGE_SUFFIXES and (q.is_file() or q.is_symlink() and not q.exists()))
-    if not found:
+        found = _pattern_files(str(pattern))
+        total += len(found)
+        for p in found: paths.setdefault(_real_key(p), []).append(p)
+    if not paths:
         raise DataError(f"data.raw_glob {patterns} matched no {'/'.join(ARRAY_SUFFIXES + IMAGE_SUFFIXES)} files")
-    return sorted(found)
+    files = RawFiles(Path(min(v, key=Path)) for _, v in sorted(paths.items(), key=lambda kv: Path(kv[0])))
+    files.duplicates = total - len(paths)
+    return files
 
 # %% ../nbs/01_data.ipynb #11b70af6
 LAYOUTS = ('auto', 'HW', 'CHW', 'NHW', 'NCHW')
@@ -241,11 +341,14 @@ def read_raw_file(path:str|Path,        # .npy, .npz or image file
     return np.ascontiguousarray(a, dtype=np.float32)
 
 # %% ../nbs/01_data.ipynb #f950a8f6
-def config_raw_files(config:AEConfig)->list[Path]:
+def config_raw_files(config:AEConfig)->RawFiles:
     "The raw files of `config`'s folder source, leaving out anything inside its cache folder."
-    cache = Path(os.path.abspath(cache_dir(config)))
-    files = [f for f in find_raw_files(config.data.raw_glob) if cache not in f.parents]
-    if not files: raise DataError(f"data.raw_glob {config.data.raw_glob} matches only files inside the cache folder {cache}")
+    caches = {Path(os.path.abspath(cache_dir(config))), Path(os.path.realpath(cache_dir(config)))}
+    found = find_raw_files(config.data.raw_glob)
+    inside = lambda f: any(c in f.parents or c in Path(os.path.realpath(f)).parents for c in caches)
+    files = RawFiles(f for f in found if not inside(f))
+    if not files: raise DataError(f"data.raw_glob {config.data.raw_glob} matches only files inside the cache folder {min(caches)}")
+    files.duplicates = found.duplicates
     return files
 
 # %% ../nbs/01_data.ipynb #40262e76
@@ -394,16 +497,17 @@ def _hold_budget(fraction:float=0.25)->float:
     except (ValueError, OSError, AttributeError): return 2.0**30
 
 def _source_reader(config:AEConfig, files:list[Path]|None)->tuple:
-    "Names, reader, labels and memory budget of the configured source."
+    "Names, reader, labels, memory budget and raw value of one sample unit of the configured source."
     d = config.data
     if d.source == 'folder':
         files = config_raw_files(config) if files is None else files
-        return [str(f) for f in files], lambda i: read_raw_file(files[i], d.npz_key, d.layout), None, _hold_budget()
+        return [str(f) for f in files], lambda i: read_raw_file(files[i], d.npz_key, d.layout), None, _hold_budget(), 1.0
     if d.source == 'digits': (x, labels), name = load_digits_arrays(), 'sklearn.datasets.load_digits'
     else:
         s, seed = d.synthetic, config.experiment.seed
         x, labels, name = synthetic_images(s.n_samples, s.channels, s.height, s.width, seed=seed), None, f'synthetic(seed={seed})'
-    return [name], lambda i: x, labels, float('inf')   # already in memory: always held
+    raw_scale = DIGITS_MAX if d.source == 'digits' else 1.0   # the digits source divides by DIGITS_MAX
+    return [name], lambda i: x, labels, float('inf'), raw_scale   # already in memory: always held
 
 def _groups(index:np.ndarray, files:list[str], group_by:str, source:str)->np.ndarray|None:
     "Group id per sample for `data.split.group_by`."
@@ -412,6 +516,11 @@ def _groups(index:np.ndarray, files:list[str], group_by:str, source:str)->np.nda
     if group_by == 'file': return index[:, 0]
     folders = np.unique([str(Path(f).parent) for f in files], return_inverse=True)[1].reshape(-1)
     return folders[index[:, 0]]
+
+def _note_duplicates(files, stats:dict, log:Callable):
+    "Count (in `stats`) and log the paths that led to raw files already listed."
+    stats['duplicate_paths'] = getattr(files, 'duplicates', 0)
+    if stats['duplicate_paths']: log(f"data: {files.note()}")
 
 def _normalize_in_place(x:np.ndarray, norm:dict)->np.ndarray:
     "Normalise a float32 array (or memory map) without a same-sized temporary."
@@ -428,27 +537,36 @@ def create_filtered_split_datasets(config:AEConfig,       # validated configurat
     "Read the configured source, filter, split with the seed and normalise with train-only statistics."
     d = config.data
     if d.source == 'folder' and files is None: files = config_raw_files(config)
-    names, read, labels, hold = _source_reader(config, files)
+    names, read, labels, hold, raw_scale = _source_reader(config, files)
     scan = scan_samples(names, read, d.filters, d.skip_bad_files, hold)
     if scan.bad_files: log(f"data: skipped {len(scan.bad_files)} unreadable file(s) (data.skip_bad_files), e.g. {scan.bad_files[0]}")
     index = scan.index
     stats = {'source': d.source, 'files': len(names), 'bad_files': scan.bad_files[:20], 'samples_read': scan.samples_read,
              'removed': scan.removed, 'samples_kept': len(index)}
+    if d.source == 'folder': _note_duplicates(files, stats, log)
     if len(index) < 3: raise DataError(f"only {len(index)} samples are left after the filters (removed: {scan.removed}); a split needs at least 3")
     parts = split_indices(len(index), [d.split.train, d.split.val, d.split.test], config.experiment.seed,
                           _groups(index, names, d.split.group_by, d.source))
     new = writer.new_array if writer is not None else lambda name, shape: np.empty(shape, np.float32)
     outs = [new(f"{s}_x", (len(p), *scan.sample_shape)) for s, p in zip(_SPLITS, parts)]
     fill_splits(scan, read, parts, outs)
-    norm = fit_normalization(outs[0], d.normalize)
+    train_stats = channel_stats(outs[0])
+    norm = fit_normalization(outs[0], d.normalize, train_stats)   # in the source's units
     sets = [ArrayDataset(_normalize_in_place(x, norm), None if labels is None else labels[index[p, 1]], index[p], names)
             for x, p in zip(outs, parts)]
     stats.update(split={k: len(s) for k, s in zip(_SPLITS, sets)}, group_by=d.split.group_by)
     log(f"data: {d.source}: {stats['samples_read']} samples read, {len(index)} kept, split {stats['split']}")
-    return DataSplits(*sets, norm=norm, fingerprint=data_fingerprint(data_recipe(config, files)), stats=stats)
+    return DataSplits(*sets, norm=to_raw_units(norm, train_stats, raw_scale), stats=stats,
+                      fingerprint=data_fingerprint(data_recipe(config, files)))
 
 # %% ../nbs/01_data.ipynb #9669ea20
-DATA_FORMAT_VERSION = 1
+DATA_FORMAT_VERSION = 2   # 2: the stored normalisation is in raw units and holds the train range
+
+def _file_identity(path:str|Path)->list:
+    "[real path, size, modification time] of a raw file; a broken link is [its path, None, None]."
+    try: st = os.stat(path)
+    except OSError: return [str(path), None, None]
+    return [os.path.realpath(path), st.st_size, st.st_mtime_ns]
 
 def data_recipe(config:AEConfig,                 # validated configuration
                 files:Sequence[Path]|None=None,  # raw files (folder source; found from the glob if None)
@@ -461,7 +579,7 @@ def data_recipe(config:AEConfig,                 # validated configuration
     if d.source == 'folder':
         files = config_raw_files(config) if files is None else files
         recipe.update(raw_glob=d.raw_glob, npz_key=d.npz_key, layout=d.layout, skip_bad_files=d.skip_bad_files,
-                      files=[[str(f), (st := os.stat(f)).st_size, st.st_mtime_ns] for f in files])
+                      files=[_file_identity(f) for f in files])
     return recipe
 
 def data_fingerprint(recipe:dict)->str:
@@ -635,10 +753,11 @@ def _build_lock(root:Path, name:str):
     finally:
         if handle is not None: handle.close()       # closing (or dying) releases the lock
 
-def _cache_hit(path:Path, fingerprint:str, log:Callable, why:str='fingerprint matches')->DataSplits:
-    "Open the cache at `path` as a hit, or raise `CacheError`."
+def _cache_hit(path:Path, fingerprint:str, log:Callable, why:str='fingerprint matches', files=None)->DataSplits:
+    "Open the cache at `path` as a hit, or raise `CacheError`; the duplicate paths counted are today's."
     splits = read_cache(path, fingerprint)
     splits.stats.update(cache='hit', cache_reason=why, cache_path=str(path))
+    if files is not None: _note_duplicates(files, splits.stats, log)
     log(f"data: cache hit {path}")
     return splits
 
@@ -655,11 +774,11 @@ def load_or_create_datasets(config:AEConfig,    # validated configuration
     if root.is_dir(): _clean_stale_tmp(root)
     if not d.load_cache: reason = "data.load_cache is false"
     else:
-        try: return _cache_hit(path, fingerprint, log)
+        try: return _cache_hit(path, fingerprint, log, files=files)
         except CacheError as e: reason = _why_rebuild(root, recipe) if not path.exists() else f"cache {path} is damaged: {e}"
     with _build_lock(root, path.name):
         if d.load_cache:
-            try: return _cache_hit(path, fingerprint, log, 'built by another process while this one waited')
+            try: return _cache_hit(path, fingerprint, log, 'built by another process while this one waited', files)
             except CacheError: pass
         log(f"data: building the data set ({reason})")
         try:
@@ -785,8 +904,11 @@ def print_inputdata_stats(splits:DataSplits,  # prepared splits
     removed = s.get('removed') or {}
     log("  removed: " + (', '.join(f"{k} {v}" for k, v in removed.items()) or 'nothing'))
     for line in s.get('bad_files', [])[:5]: log(f"  unreadable: {line}")
+    if s.get('duplicate_paths'): log(f"  duplicates: {s['duplicate_paths']} path(s) led to files already listed, each read once")
     if 'cache' in s: log(f"  cache: {s['cache']} ({s.get('cache_reason')}) {s.get('cache_path') or ''}".rstrip())
-    log(f"  normalisation: {splits.norm['method']} shift {_fmt(splits.norm['shift'])} scale {_fmt(splits.norm['scale'])}")
+    n = splits.norm
+    log(f"  normalisation: {n['method']} shift {_fmt(n['shift'])} scale {_fmt(n['scale'])} (model input: (raw - shift) / scale)")
+    if 'min' in n: log(f"  train range (raw units): {_fmt(n['min'])} to {_fmt(n['max'])}")
     log(f"  {'split':<6} {'samples':>8}  {'shape':<14} {'dtype':<8} {'min':>9} {'max':>9} {'mean':>9} {'std':>9}")
     for name in _SPLITS:
         ds = getattr(splits, name)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_report.ipynb #c21cac1e
 from __future__ import annotations
-import copy, csv, datetime, json, math
+import copy, csv, datetime, json, math, os, sys
 from pathlib import Path
 from typing import Callable
 
@@ -17,14 +17,15 @@ from torch import nn
 
 import ae_nb
 from .config import AEConfig, ConfigError, config_hash, run_dir as config_run_dir, validate_configuration
-from .data import BadFileError, DataError, DataSplits, find_raw_files, load_or_create_datasets, normalize, read_raw_file
+from .data import (DIGITS_MAX, BadFileError, DataError, DataSplits, channel_range, find_raw_files,
+                        load_or_create_datasets, normalize, range_warning, read_raw_file, to_raw_units)
 from tqdm.auto import tqdm
 from .model import CNNAutoencoder, model_from_config
 from .trainer import CheckpointError, load_checkpoint
 
 # %% auto #0
 __all__ = ['METRICS', 'SSIM_WINDOW', 'ssim', 'per_sample_metrics', 'reconstruction_metrics', 'encode_array', 'fit_pca',
-           'pca_reconstruct', 'pca_baseline', 'anomaly_threshold', 'plot_best_worst', 'model_recon_fn',
+           'pca_reconstruct', 'pca_baseline', 'anomaly_threshold', 'write_atomic', 'plot_best_worst', 'model_recon_fn',
            'plot_error_histogram', 'plot_loss_curves', 'embedding_map_2d', 'plot_embedding_map', 'data_range_for',
            'evaluate_splits', 'write_per_sample_csv', 'report_markdown', 'write_report', 'check_sample_shape',
            'generate_full_report', 'load_model', 'checkpoint_run_dir', 'stored_threshold', 'anomaly_scores',
@@ -66,6 +67,15 @@ def _device_of(model:nn.Module, device=None)->torch.device:
     "`device`, or the device the model's parameters are on."
     return torch.device(device) if device is not None else next(model.parameters()).device
 
+def _stderr(message:str):
+    "Print `message` on standard error (warnings of the tools, whose standard output is their result)."
+    print(message, file=sys.stderr)
+
+def _check_range(x:np.ndarray, norm:dict|None, warn:Callable|None):
+    "Pass `warn` a warning if raw `x` lies far outside the train range stored in `norm` (see `range_warning`)."
+    if warn is not None and norm is not None and len(x) and (message := range_warning(*channel_range(x), norm)):
+        warn(message)
+
 def _batches(model:nn.Module, x:np.ndarray, batch_size:int, device, norm:dict|None=None):
     "Yield (index slice, float32 batch on `device`) over `x` with `model` in eval mode; training mode restored after."
     was_training = model.training
@@ -106,8 +116,10 @@ def encode_array(model:nn.Module,      # a trained `CNNAutoencoder`
                  norm:dict|None=None,  # the data set's normalisation (from a checkpoint); None: `x` is normalised
                  batch_size:int=256,   # samples per forward pass
                  device=None,          # where to run (default: the model's device)
+                 warn:Callable|None=_stderr, # gets a warning when raw `x` is far outside the train range (None: no check)
                 )->np.ndarray:         # embeddings, float32 (N, embedding_dim)
     "Embeddings of `x`, applying the stored normalisation first when `norm` is given."
+    _check_range(x, norm, warn)
     out = np.empty((len(x), model.embedding_dim), np.float32)
     for sl, batch in _batches(model, x, batch_size, _device_of(model, device), norm): out[sl] = model.encode(batch).float().cpu().numpy()
     return out
@@ -174,11 +186,27 @@ def anomaly_threshold(errors:np.ndarray,   # per-sample errors of normal, held-o
     return float(np.percentile(errors, percentile))
 
 # %% ../nbs/04_report.ipynb #4969ba22
+def write_atomic(path:str|Path,                # file to write (its folder is created)
+                 write:Callable[[Path], object], # writes the whole content to the path it is given
+                )->Path:                        # `path`
+    "Write `path` through a temporary file beside it and `os.replace`; a failure is an `OSError` naming `path`."
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        message = f"cannot write {path}: {e.strerror or e}"
+        raise (OSError(e.errno, message) if e.errno else OSError(message)) from e
+    finally:
+        try: tmp.unlink(missing_ok=True)
+        except OSError: pass
+    return path
+
 def _save(fig:Figure, path:str|Path|None)->Figure:
-    "Write `fig` as PNG to `path` (creating folders) when a path is given; return it."
-    if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=100, bbox_inches='tight')
+    "Write `fig` as PNG to `path` (atomically, creating folders) when a path is given; return it."
+    if path is not None: write_atomic(path, lambda tmp: fig.savefig(tmp, format='png', dpi=100, bbox_inches='tight'))
     return fig
 
 def _image(ax, img:np.ndarray, vmin:float, vmax:float):
@@ -244,6 +272,7 @@ def plot_loss_curves(history:dict,               # trainer history: 'epoch', 'tr
                      baseline:float|None=None,   # a reference loss (the PCA baseline's test MSE)
                      baseline_label:str='PCA',   # its legend entry
                      path:str|Path|None=None,    # PNG to write
+                     evaluated_epoch:int|None=None, # epoch of the weights evaluated, marked when not the best
                     )->Figure:
     "Train and validation loss per epoch, with the best epoch and an optional baseline."
     fig = Figure(figsize=(7, 4)); ax = fig.subplots()
@@ -254,6 +283,8 @@ def plot_loss_curves(history:dict,               # trainer history: 'epoch', 'tr
     if val:
         best = int(np.argmin(history['val_loss']))
         ax.plot(epochs[best], history['val_loss'][best], 'o', mfc='none', ms=10, color='k', label=f"best val {val[best]:.3g} (epoch {epochs[best]:g})")
+    if evaluated_epoch is not None and (not val or evaluated_epoch != epochs[best]):
+        ax.axvline(evaluated_epoch, color='tab:red', ls=':', label=f"evaluated checkpoint (epoch {evaluated_epoch})")
     if baseline is not None: ax.axhline(baseline, color='gray', ls='--', label=f"{baseline_label} test MSE {baseline:.3g}")
     ax.set_yscale('log'); ax.set_xlabel('epoch'); ax.set_ylabel('loss'); ax.legend(fontsize=8); ax.set_title('Loss curves')
     return _save(fig, path)
@@ -341,15 +372,15 @@ def write_per_sample_csv(path:str|Path,             # CSV file to write
                         )->Path:
     "One row per test sample: index, autoencoder mse/mae/psnr/ssim, PCA mse, flagged, label, source."
     ps, thr = results['per_sample'], results['threshold']['value']
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, 'w', newline='') as f:
-        w = csv.writer(f)
-        w.writerow(['index', 'mse', 'mae', 'psnr', 'ssim', 'pca_mse', 'above_threshold', 'label', 'file', 'position'])
-        for i in range(len(ps['mse'])):
-            src = sources[i] if sources is not None else ('', '')
-            w.writerow([i, f"{ps['mse'][i]:.6g}", f"{ps['mae'][i]:.6g}", f"{ps['psnr'][i]:.4f}", f"{ps['ssim'][i]:.4f}", f"{ps['pca_mse'][i]:.6g}",
-                        int(ps['mse'][i] > thr), '' if labels is None else int(labels[i]), *src])
-    return path
+    def write(tmp:Path):
+        with open(tmp, 'w', newline='') as f:
+            w = csv.writer(f)
+            w.writerow(['index', 'mse', 'mae', 'psnr', 'ssim', 'pca_mse', 'above_threshold', 'label', 'file', 'position'])
+            for i in range(len(ps['mse'])):
+                src = sources[i] if sources is not None else ('', '')
+                w.writerow([i, f"{ps['mse'][i]:.6g}", f"{ps['mae'][i]:.6g}", f"{ps['psnr'][i]:.4f}", f"{ps['ssim'][i]:.4f}",
+                            f"{ps['pca_mse'][i]:.6g}", int(ps['mse'][i] > thr), '' if labels is None else int(labels[i]), *src])
+    return write_atomic(path, write)
 
 # %% ../nbs/04_report.ipynb #80007a78
 _FIGURE_NOTES = {
@@ -361,6 +392,12 @@ _FIGURE_NOTES = {
                        "anomaly threshold; samples to its right are flagged.",
     'embedding_map': "Test embeddings projected to 2-D with PCA, coloured by label (or by error when there are no labels). "
                      "Separate clusters mean the code captures what distinguishes the classes."}
+
+def _epoch_note(training:dict|None)->str:
+    "', epoch N (val loss X)' for the checkpoint evaluated, when known."
+    if not training or training.get('checkpoint_epoch') is None: return ''
+    loss = training.get('checkpoint_val_loss')
+    return f", epoch {training['checkpoint_epoch']}" + (f" (val loss {loss:.4g})" if loss is not None else '')
 
 def report_markdown(metrics:dict)->str:
     "The text of `report.md` for the contents of `metrics.json`."
@@ -378,7 +415,7 @@ def report_markdown(metrics:dict)->str:
              "Per-sample scores: [per_sample_test.csv](per_sample_test.csv).", '']
     for name, file in metrics.get('figures', {}).items():
         lines += [f"## {name.replace('_', ' ').capitalize()}", '', f"![{name}]({file})", '', _FIGURE_NOTES.get(name, ''), '']
-    lines += ['## Provenance', '', f"- checkpoint: `{metrics.get('checkpoint') or 'model in memory'}`",
+    lines += ['## Provenance', '', f"- checkpoint: `{metrics.get('checkpoint') or 'model in memory'}`" + _epoch_note(metrics.get('training')),
               f"- config hash: `{metrics.get('config_hash')}`, data fingerprint: `{metrics.get('data_fingerprint')}`",
               f"- model: {metrics['model']['parameters']:,} parameters, input {'x'.join(map(str, metrics['model']['input_shape']))}, "
               f"code {metrics['model']['embedding_dim']}", f"- ae_nb {metrics.get('ae_nb_version')}, {metrics.get('created')}", '']
@@ -398,7 +435,9 @@ def write_report(results:dict,                  # from `evaluate_splits`, plus p
     pca_label, errors = f"PCA-{results['pca']['n_components']}", results['per_sample']['mse']
     figures = {}
     if history and history.get('train_loss'):
-        plot_loss_curves(history, results['pca']['mse'], pca_label, d/'loss_curves.png'); figures['loss_curves'] = 'loss_curves.png'
+        evaluated = (results.get('training') or {}).get('checkpoint_epoch')
+        plot_loss_curves(history, results['pca']['mse'], pca_label, d/'loss_curves.png', evaluated)
+        figures['loss_curves'] = 'loss_curves.png'
     plot_best_worst(test_x, model_recon_fn(model), errors, path=d/'best_worst.png'); figures['best_worst'] = 'best_worst.png'
     plot_error_histogram(errors, results['threshold']['value'], results['per_sample']['pca_mse'], pca_label, d/'error_histogram.png')
     figures['error_histogram'] = 'error_histogram.png'
@@ -406,8 +445,8 @@ def write_report(results:dict,                  # from `evaluate_splits`, plus p
         plot_embedding_map(results['embeddings'], labels, errors, d/'embedding_map.png'); figures['embedding_map'] = 'embedding_map.png'
     write_per_sample_csv(d/'per_sample_test.csv', results, labels, sources)
     metrics = _plain({k: v for k, v in results.items() if k not in ('per_sample', 'embeddings')} | {'figures': figures, 'per_sample_csv': 'per_sample_test.csv'})
-    (d/'metrics.json').write_text(json.dumps(metrics, indent=2) + '\n')
-    (d/'report.md').write_text(report_markdown(metrics))
+    write_atomic(d/'metrics.json', lambda tmp: tmp.write_text(json.dumps(metrics, indent=2) + '\n'))
+    write_atomic(d/'report.md', lambda tmp: tmp.write_text(report_markdown(metrics)))
     return metrics
 
 # %% ../nbs/04_report.ipynb #04dc5e39
@@ -425,6 +464,27 @@ def _history_summary(history:dict|None)->dict:
     return {'epochs': int(epochs[-1]), 'final_train_loss': history['train_loss'][-1], 'final_val_loss': val[-1] if val else None,
             'best_val_loss': val[best] if val else None, 'best_epoch': int(epochs[best]) if val else None,
             'best_train_loss': float(min(history['train_loss']))}
+
+def _loss_at(history:dict|None, epoch)->float|None:
+    "Validation loss `history` recorded for `epoch`; None when it has none."
+    epochs = (history or {}).get('epoch') or []
+    if epoch not in epochs or not history.get('val_loss'): return None
+    v = history['val_loss'][epochs.index(epoch)]
+    return v if v is not None and math.isfinite(v) else None
+
+def _training_summary(history:dict|None, ckpt:dict|None, checkpoint, log:Callable)->dict:
+    "`_history_summary` of the run; with a checkpoint, the best epoch and loss are its own, with a warning if they differ."
+    summary = _history_summary(history)
+    if ckpt is None: return summary
+    own, epoch = _history_summary(ckpt.get('history')), ckpt.get('epoch')
+    ours = {'best_epoch': own.get('best_epoch'), 'best_val_loss': own.get('best_val_loss'), 'checkpoint_epoch': epoch,
+            'checkpoint_val_loss': _loss_at(ckpt.get('history'), epoch)}
+    if summary and summary['best_epoch'] != ours['best_epoch']:
+        fmt = lambda v: '–' if v is None else f"{v:.4g}"
+        log(f"report: WARNING the training history's best epoch is {summary['best_epoch']} (val loss "
+            f"{fmt(summary['best_val_loss'])}), but {checkpoint} holds epoch {epoch} (best so far: epoch "
+            f"{ours['best_epoch']}, val loss {fmt(ours['best_val_loss'])}); the report evaluates and names the checkpoint")
+    return (summary or own) | ours
 
 def check_sample_shape(model:nn.Module, sample_shape, source:str='the model'):
     "`ValueError` naming both shapes unless `model` was built for samples of `sample_shape`."
@@ -462,9 +522,10 @@ def generate_full_report(model:nn.Module,           # trained autoencoder (evalu
     run_dir = Path(run_dir) if run_dir is not None else config_run_dir(config)
     check_sample_shape(model, splits.sample_shape)
     model, ckpt = _use_checkpoint(model, splits, checkpoint, log)
+    training = _training_summary(history, ckpt, checkpoint, log)
     history = history or (ckpt or {}).get('history')
     results = {'experiment': config.experiment.name, 'config_hash': config_hash(config), 'data_fingerprint': splits.fingerprint,
-               'checkpoint': str(checkpoint) if ckpt else None, 'model': _model_info(model), 'training': _history_summary(history),
+               'checkpoint': str(checkpoint) if ckpt else None, 'model': _model_info(model), 'training': training,
                'ae_nb_version': ae_nb.__version__, 'created': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}
     folder = run_dir/'checkpoints'
     results['checkpoints'] = {k: str(folder/f) for k, f in (('best', 'best.pth'), ('latest', 'latest.pth')) if (folder/f).is_file()}
@@ -494,7 +555,10 @@ def load_model(path:str|Path,       # any ae_nb checkpoint
         model.load_state_dict(ckpt['model'])
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{path}: cannot rebuild the model from this checkpoint ({type(e).__name__}: {str(e)[:300]})") from None
-    return model.to(device).eval(), config, ckpt.get('norm')
+    norm = ckpt.get('norm')
+    if norm is not None and 'min' not in norm and config.data.source == 'digits':
+        norm = to_raw_units(norm, raw_scale=DIGITS_MAX)   # written when the stored norm applied to raw / 16
+    return model.to(device).eval(), config, norm
 
 # %% ../nbs/04_report.ipynb #82c91132
 def checkpoint_run_dir(checkpoint:str|Path)->Path:
@@ -513,8 +577,10 @@ def anomaly_scores(model:nn.Module,          # a trained `CNNAutoencoder`
                    threshold:float|None=None, # per-sample MSE above which a sample is flagged
                    batch_size:int=256,       # samples per forward pass
                    device=None,              # where to run (default: the model's device)
+                   warn:Callable|None=_stderr, # gets a warning when raw `x` is far outside the train range (None: no check)
                   )->dict:                   # 'mse' (N,) and, with a threshold, 'flagged' (N,) bools
     "Per-sample reconstruction error of `x` as an anomaly score, flagged against `threshold`."
+    _check_range(x, norm, warn)
     mse = reconstruction_metrics(model, x, batch_size, device, norm=norm)['mse']
     return {'mse': mse} | ({'flagged': mse > threshold} if threshold is not None else {})
 
@@ -556,10 +622,14 @@ def _over_files(checkpoint, inputs, fn, device, skip_bad_files, npz_key, layout,
     "Apply `fn(model, x, norm)` to the samples of every file; return the concatenated results and the index."
     model, config, norm = load_model(checkpoint, device)
     files = find_raw_files(inputs)
-    parts, index = [], []
-    for f, x in tqdm(file_samples(files, model.input_shape, npz_key, layout, skip_bad_files, log), total=len(files), unit='file', disable=None, leave=False):
+    if files.duplicates: log(files.note())
+    parts, index, low, high = [], [], [], []
+    samples = file_samples(files, model.input_shape, npz_key, layout, skip_bad_files, log)
+    for f, x in tqdm(samples, total=len(files), unit='file', disable=None, leave=False):
         parts.append(fn(model, x, norm))
         index += [(str(f), i) for i in range(len(x))]
+        if len(x): lo, hi = channel_range(x); low.append(lo); high.append(hi)
+    if low and (message := range_warning(np.fmin.reduce(low, 0), np.fmax.reduce(high, 0), norm)): log(message)
     return parts, index
 
 def embed_files(checkpoint:str|Path,      # any ae_nb checkpoint
@@ -567,21 +637,25 @@ def embed_files(checkpoint:str|Path,      # any ae_nb checkpoint
                 batch_size:int=256,       # samples per forward pass
                 device='cpu',             # where the model runs
                 skip_bad_files:bool=False, # skip unreadable files instead of stopping
-                npz_key:str|None=None, layout:str='auto', log:Callable=print,
+                npz_key:str|None=None, layout:str='auto',
+                log:Callable=_stderr,     # where skipped files and warnings go
                )->tuple[np.ndarray, list]: # embeddings (N, E) and [(file, position)] per row
     "Embeddings of every sample in the raw files matching `inputs`."
-    parts, index = _over_files(checkpoint, inputs, lambda m, x, n: encode_array(m, x, n, batch_size), device, skip_bad_files, npz_key, layout, log)
+    embed = lambda m, x, n: encode_array(m, x, n, batch_size, warn=None)
+    parts, index = _over_files(checkpoint, inputs, embed, device, skip_bad_files, npz_key, layout, log)
     return (np.concatenate(parts) if parts else np.empty((0, 0), np.float32)), index
 
 def score_files(checkpoint:str|Path,      # any ae_nb checkpoint
                 inputs:str|list[str],     # glob(s) of raw files or folders
                 threshold:float|None=None, # flag samples above this MSE (default: the run's report threshold)
                 batch_size:int=256, device='cpu', skip_bad_files:bool=False,
-                npz_key:str|None=None, layout:str='auto', log:Callable=print,
+                npz_key:str|None=None, layout:str='auto',
+                log:Callable=_stderr,     # where skipped files and warnings go
                )->dict:                   # 'mse' (N,), 'flagged' (N,) or None, 'threshold', 'index'
     "Per-sample reconstruction errors of the raw files matching `inputs`, flagged against a threshold."
     threshold = stored_threshold(checkpoint) if threshold is None else threshold
-    parts, index = _over_files(checkpoint, inputs, lambda m, x, n: anomaly_scores(m, x, n, None, batch_size)['mse'], device, skip_bad_files, npz_key, layout, log)
+    score = lambda m, x, n: anomaly_scores(m, x, n, None, batch_size, warn=None)['mse']
+    parts, index = _over_files(checkpoint, inputs, score, device, skip_bad_files, npz_key, layout, log)
     mse = np.concatenate(parts) if parts else np.empty(0, np.float32)
     return {'mse': mse, 'flagged': None if threshold is None else mse > threshold, 'threshold': threshold, 'index': index}
 
@@ -607,7 +681,7 @@ def print_final_results(results:dict,        # from `generate_full_report`, plus
         log(f"model: {m['parameters']:,} parameters, input {'x'.join(map(str, m['input_shape']))} -> code {m['embedding_dim']}")
     if 'wall_time_s' in results: log(f"wall time: {results['wall_time_s']:.1f} s")
     for k, v in (results.get('checkpoints') or {}).items(): log(f"checkpoint {k}: {v}")
-    if results.get('checkpoint'): log(f"report evaluated: {results['checkpoint']}")
+    if results.get('checkpoint'): log(f"report evaluated: {results['checkpoint']}{_epoch_note(tr)}")
     if results.get('report'): log(f"report: {results['report']}")
     if results.get('wandb'): log(f"W&B run: {results['wandb']}")
     if results.get('resume_command'): log(f"resume or extend (raise training.epochs): {results['resume_command']}")

@@ -131,6 +131,79 @@ def test_normalisation_is_fitted_on_train_only(raw, tmp_path):
     assert splits.norm['shift'][0] >= np.nanmin(raw_train) - 1e-3
 
 
+
+# --- links and overlapping globs ---------------------------------------------------------------------
+
+def linked_tree(raw):
+    "The example tree plus a folder linked back up to its root and a second name for one file."
+    (raw/'2025_01_01'/'loop').symlink_to(raw)
+    (raw/'2025_01_02'/'same_stack.npy').symlink_to(raw/'2025_01_01'/'stack.npy')
+    return raw
+
+
+def sample_rows(ds):
+    return {row.tobytes() for row in np.asarray(ds.x).reshape(len(ds), -1)}
+
+
+@pytest.mark.parametrize('pattern', ['2025_*', '**', ['2025_*', '2025_01_0[12]']])
+def test_each_file_is_read_once_through_links_and_overlapping_globs(raw, tmp_path, monkeypatch, pattern):
+    import ae_nb.data as data
+    plain = create_filtered_split_datasets(clean_config(raw, tmp_path), log=quiet)
+    linked_tree(raw)
+    reads, real_read = [], data.read_raw_file
+    monkeypatch.setattr(data, 'read_raw_file', lambda path, *a: reads.append(os.path.realpath(path)) or real_read(path, *a))
+    globs = [str(raw/p) for p in ([pattern] if isinstance(pattern, str) else pattern)]
+    lines = []
+    splits = create_filtered_split_datasets(clean_config(raw, tmp_path, raw_glob=globs), log=lines.append)
+    assert len(reads) == len(set(reads)) == 9                 # each of the 9 files once, however many paths lead to it
+    assert splits.stats['samples_read'] == 22 and splits.stats['samples_kept'] == 19
+    train, val, test = map(sample_rows, (splits.train, splits.val, splits.test))
+    assert not (train & val or train & test or val & test)     # no sample in two splits
+    assert len(train | val | test) == 19
+    for a, b in zip((plain.train, plain.val, plain.test), (splits.train, splits.val, splits.test)):
+        assert np.array_equal(a.x, b.x) and np.array_equal(a.index, b.index)   # the same data set as without the links
+    n = splits.stats['duplicate_paths']
+    assert n > 0 and any(f"{n} path(s) lead to files already listed" in l and 'each file is read once' in l for l in lines)
+    shown = []
+    print_inputdata_stats(splits, log=shown.append)
+    assert any(f'duplicates: {n} path(s)' in l for l in shown)
+
+
+def test_a_file_is_kept_under_its_first_path_and_a_loop_ends_at_once(raw, tmp_path):
+    from ae_nb.data import find_raw_files
+    linked_tree(raw)
+    (raw/'2025_01_03'/'loop2').symlink_to(raw)                # two loops: 2**40 paths for glob's own '**'
+    start = time.perf_counter()
+    files = find_raw_files(str(raw/'**'))
+    assert time.perf_counter() - start < 2
+    assert len(files) == 9 and len({os.path.realpath(f) for f in files}) == 9
+    assert raw/'2025_01_01'/'stack.npy' in files and raw/'2025_01_02'/'same_stack.npy' not in files
+    assert files.duplicates == 1
+
+
+def test_fingerprint_ignores_an_extra_link_and_follows_edits(raw, tmp_path):
+    cfg = clean_config(raw, tmp_path)
+    first = load_or_create_datasets(cfg, log=quiet)
+    (raw/'2025_01_02'/'a_second_name.npy').symlink_to(raw/'2025_01_01'/'stack.npy')  # sorts first in its folder
+    lines = []
+    again = load_or_create_datasets(cfg, log=lines.append)
+    assert again.stats['cache'] == 'hit' and again.fingerprint == first.fingerprint
+    assert again.stats['duplicate_paths'] == 1 and any('1 path(s) lead to files already listed' in l for l in lines)
+    target = raw/'2025_01_01'/'stack.npy'
+    np.save(target, np.load(target) + 1)                       # editing the file behind the link
+    edited = load_or_create_datasets(cfg, log=quiet)
+    assert edited.stats['cache'] == 'rebuilt' and edited.fingerprint != first.fingerprint
+    assert 'stack.npy' in edited.stats['cache_reason']
+
+
+def test_a_dangling_link_is_skipped_and_counted_through_the_cache(raw, tmp_path):
+    (raw/'2025_01_02'/'gone.npy').symlink_to(tmp_path/'unmounted'/'x.npy')
+    with pytest.raises(BadFileError, match=r'gone\.npy: a broken symbolic link'):
+        load_or_create_datasets(folder_config(raw, tmp_path), log=quiet)
+    splits = load_or_create_datasets(clean_config(raw, tmp_path), log=quiet)
+    assert splits.stats['removed']['unreadable_files'] == 2 and splits.stats['samples_kept'] == 19
+    assert any('gone.npy: a broken symbolic link' in b for b in splits.stats['bad_files'])
+
 # --- cache --------------------------------------------------------------------------------------------
 
 def test_second_run_is_a_hit_touch_and_filter_change_rebuild(raw, tmp_path):
