@@ -102,3 +102,75 @@ def test_the_report_has_ssim_per_sample_and_overall(trained):
     assert len(rows) == len(splits.test)
     assert np.mean([float(r['ssim']) for r in rows]) == pytest.approx(saved['test']['ssim'], abs=1e-4)
     assert '| SSIM |' in (report/'report.md').read_text()
+
+
+REPORT_FILES = ['loss_curves.png', 'best_worst.png', 'error_histogram.png', 'embedding_map.png', 'per_sample_test.csv',
+                'metrics.json', 'report.md']
+
+
+@pytest.mark.parametrize('name', REPORT_FILES)
+def test_a_full_disk_while_writing_the_report_names_the_file(trained, tmp_path, monkeypatch, name):
+    "ENOSPC when a report file is put in place: the error names that file, and no temporary file is left."
+    import errno, os
+    config, splits, trainer, _ = trained
+    real_replace = os.replace
+    def full(src, dst):
+        if os.path.basename(dst) == name: raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_replace(src, dst)
+    monkeypatch.setattr(os, 'replace', full)
+    with pytest.raises(OSError) as e:
+        generate_full_report(trainer.model, splits, config, history=trainer.history, run_dir=tmp_path,
+                             checkpoint=trainer.checkpoint_dir/'best.pth', log=lambda *a: None)
+    assert e.value.errno == errno.ENOSPC
+    assert str(tmp_path/'report'/name) in str(e.value) and 'No space left on device' in str(e.value)
+    left = sorted(p.name for p in (tmp_path/'report').iterdir())
+    assert not [n for n in left if n.startswith('.') or n.endswith('.tmp')], left
+    assert name not in left
+
+
+def test_a_figure_that_fails_half_written_leaves_no_file(trained, tmp_path, monkeypatch):
+    import errno
+    from matplotlib.figure import Figure
+    config, splits, trainer, _ = trained
+    real_savefig = Figure.savefig
+    def half(self, fname, **kw):
+        if 'error_histogram' in str(fname):
+            open(fname, 'wb').write(b'\x89PNG half')
+            raise OSError(errno.ENOSPC, 'No space left on device')
+        return real_savefig(self, fname, **kw)
+    monkeypatch.setattr(Figure, 'savefig', half)
+    with pytest.raises(OSError, match=r'cannot write .*error_histogram\.png: No space left on device'):
+        generate_full_report(trainer.model, splits, config, history=trainer.history, run_dir=tmp_path, log=lambda *a: None)
+    assert sorted(p.name for p in (tmp_path/'report').iterdir()) == ['best_worst.png', 'loss_curves.png']
+
+
+def test_the_report_names_the_epoch_of_the_checkpoint_it_evaluates(trained, tmp_path):
+    "After a crash the history can run past best.pth: the report names best.pth's epoch and loss, and warns."
+    from ae_nb.trainer import load_checkpoint
+    config, splits, trainer, _ = trained
+    best = trainer.checkpoint_dir/'best.pth'
+    ckpt = load_checkpoint(best)
+    later = {k: list(v) for k, v in trainer.history.items()}
+    for k, v in (('epoch', later['epoch'][-1] + 1), ('train_loss', later['train_loss'][-1] * .9),
+                 ('val_loss', min(later['val_loss']) * .5), ('lr', later['lr'][-1]), ('time', 0.1)): later[k].append(v)
+    assert later['epoch'][-1] > ckpt['epoch']
+    lines = []
+    results = generate_full_report(trainer.model, splits, config, history=later, run_dir=tmp_path, checkpoint=best, log=lines.append)
+    t = results['training']
+    assert t['best_epoch'] == ckpt['epoch']
+    own = ckpt['history']['val_loss'][ckpt['history']['epoch'].index(ckpt['epoch'])]
+    assert (t['best_epoch'], t['checkpoint_epoch'], t['epochs']) == (ckpt['epoch'], ckpt['epoch'], later['epoch'][-1])
+    assert t['best_val_loss'] == pytest.approx(own) and t['checkpoint_val_loss'] == pytest.approx(own)
+    warning = [l for l in lines if 'WARNING' in l]
+    assert len(warning) == 1 and f"best epoch is {later['epoch'][-1]}" in warning[0] and f"holds epoch {ckpt['epoch']}" in warning[0]
+    saved = json.loads((tmp_path/'report'/'metrics.json').read_text())
+    assert saved['training']['best_epoch'] == ckpt['epoch']
+    assert f"`{best}`, epoch {ckpt['epoch']} (val loss {own:.4g})" in (tmp_path/'report'/'report.md').read_text()
+    from ae_nb.report import print_final_results
+    printed = []
+    print_final_results(results, log=printed.append)
+    assert any(f"(epoch {ckpt['epoch']})" in l and 'best val loss' in l for l in printed), printed
+    quiet = []
+    generate_full_report(trainer.model, splits, config, history=trainer.history, run_dir=tmp_path/'agree', checkpoint=best,
+                         log=quiet.append)
+    assert not [l for l in quiet if 'WARNING' in l]             # history and checkpoint agree: no warning

@@ -80,3 +80,18 @@ def test_bad_checkpoint_or_mismatched_data_is_one_clear_line(trained, tmp_path, 
     assert r.stderr.startswith('error: ') and 'Traceback' not in r.stderr, r.stderr
     assert ('model.pth' if damage != 'wrong_shape' else 'data.npy: samples of shape 1x8x8') in r.stderr
     assert not (tmp_path/'c.npy').exists()
+
+
+def test_inputs_unlike_the_training_data_are_a_warning_on_stderr(trained, tmp_path):
+    "Synthetic training images span 0 to 1; inputs of 0 to 255 are scored, with a warning naming both ranges on stderr."
+    from ae_nb.data import synthetic_images
+    ckpt = str(trained/'checkpoints'/'best.pth')
+    np.save(tmp_path/'normal.npy', synthetic_images(4, 1, 16, 16, seed=7))
+    np.save(tmp_path/'bytes.npy', synthetic_images(4, 1, 16, 16, seed=7) * 255)
+    for tool, out in (('ae_score', 'scores.csv'), ('ae_embed', 'codes.npy')):
+        ok = run_ae(tool, '--checkpoint', ckpt, '--input', str(tmp_path/'normal.npy'), '--output', str(tmp_path/out), cwd=tmp_path)
+        assert ok.returncode == 0 and 'WARNING' not in ok.stderr + ok.stdout, ok.stderr
+        far = run_ae(tool, '--checkpoint', ckpt, '--input', str(tmp_path/'bytes.npy'), '--output', str(tmp_path/out), cwd=tmp_path)
+        assert far.returncode == 0 and 'Traceback' not in far.stderr, far.stderr
+        assert 'WARNING' in far.stderr and 'inputs 0 to 255, training data 0 to 1' in far.stderr, far.stderr
+        assert 'WARNING' not in far.stdout
