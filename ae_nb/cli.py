@@ -165,6 +165,7 @@ def _emergency_refusal(trainer, exc:BaseException)->str|None:
     "Why no emergency checkpoint may be saved from `trainer` after `exc` (None: it may)."
     from ae_nb.trainer import TrainingAborted, TrainingError
     if trainer is None or getattr(trainer, 'optimizer', None) is None: return "training had not started"
+    if type(exc).__name__ == 'RunFolderLost': return "this run no longer owns its folder"
     if isinstance(exc, TrainingError): return "the model's state is not usable"
     if isinstance(exc, TrainingAborted): return "the run was abandoned at once, possibly mid-step"
     if trainer.mid_step: return "the failure came in the middle of an optimizer step"
@@ -305,6 +306,7 @@ def _finish_run(trainer, model, splits, env:Environment, start:float)->int:
     from ae_nb.report import generate_full_report, print_final_results
     from ae_nb.trainer import CHECKPOINT_NAMES
     final, best = (trainer.checkpoint_dir/CHECKPOINT_NAMES[k] for k in ('final', 'best'))
+    trainer._check_ownership()
     if not final.is_file(): trainer.save_checkpoint('final')   # a restart of a run killed before it
     try: results = generate_full_report(model, splits, env.config, history=trainer.history,
                                         run_dir=env.run_dir, checkpoint=best, log=env.log.info)

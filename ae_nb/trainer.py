@@ -20,7 +20,7 @@ from . import __version__
 from .config import AEConfig, TrainingConfig, config_hash, config_to_dict, flatten_dict, run_dir as config_run_dir
 from .performance import (Speedups, StepRig, apply_layout, begin_step, compile_model, fused_available, rule_speedups,
                                tune_speedups, timings_key, timings_path, load_timings, save_timings)
-from .runfolder import claim_run_folder, set_aside_previous_run
+from .runfolder import RunFolderLost, claim_run_folder, owns, set_aside_previous_run
 
 # %% auto #0
 __all__ = ['STOP_SIGNALS', 'LOSSES', 'PLATEAU_PATIENCE', 'CHECKPOINT_FORMAT', 'CHECKPOINT_NAMES', 'REUSED', 'STOP_CHECK_EVERY',
@@ -215,15 +215,15 @@ def checkpoint_digest(checkpoint:dict)->str:
 _write_counts = {}
 
 def _maybe_pause(path:Path):
-    "Test hook: pause inside the write of `path` when `AE_NB_TEST_PAUSE_IN_SAVE` is `STEM:N` and this is write N."
+    "Test hook: pause write N of files named `STEM*` when `AE_NB_TEST_PAUSE_IN_SAVE` is `STEM:N[:SECONDS]`."
     spec = os.environ.get('AE_NB_TEST_PAUSE_IN_SAVE')
     if not spec: return
-    stem, _, nth = spec.partition(':')
+    stem, nth, seconds = (spec.split(':') + ['', ''])[:3]
     if not path.name.startswith(stem): return
     _write_counts[stem] = _write_counts.get(stem, 0) + 1
     if _write_counts[stem] == int(nth or 1):
         print(f"AE_NB_TEST_PAUSE_IN_SAVE: paused writing {path}", file=sys.stderr, flush=True)
-        time.sleep(3600)
+        time.sleep(float(seconds or 3600))
 
 def atomic_write_bytes(data:bytes, # complete file contents
                        path:Path,  # destination; replaced only once `data` is safely on disk
@@ -759,6 +759,7 @@ def save_checkpoint(self:TrainerAE, kind:str='latest', # latest, best, restart, 
         raise ValueError(f"checkpoint kind: expected one of {[*CHECKPOINT_NAMES, 'restart']}, got {kind!r}")
     if not self.is_main: return None
     if self.optimizer is None: self.log(f"no {kind} checkpoint: training has not been set up"); return None
+    self._check_ownership()
     if kind == 'emergency' and not self._state_is_finite():
         self.log("no emergency checkpoint: the model's state is not finite; latest.pth holds the last good epoch")
         return None
@@ -791,6 +792,7 @@ def save_epoch_checkpoints(self:TrainerAE, best:bool=False, # also write `best.p
                           ):
     "Write this epoch's `latest.pth` (and `best`, `restart`) in the background: one snapshot, one serialisation."
     if not self.is_main or self.optimizer is None: return
+    self._check_ownership()
     names = ['latest.pth'] + ['best.pth'] * best + [f"restart_e{self.epoch:04d}.pth"] * restart
     state, event = host_snapshot(self.state_dict('epoch_end'))
     self._writer.submit(self._write_files, state, event, names)
@@ -809,6 +811,14 @@ def _prune_restart_checkpoints(self:TrainerAE):
     numbered = sorted((int(m.group(1)), p) for p in self.checkpoint_dir.glob('restart_e*.pth')
                       if (m := re.fullmatch(r'restart_e(\d+)\.pth', p.name)))
     for _, path in numbered[:-self.config.training.checkpoint.keep_last]: path.unlink(missing_ok=True)
+
+# %% ../nbs/03_trainer.ipynb #1ec76fd8
+@patch
+def _check_ownership(self:TrainerAE):
+    "Raise `RunFolderLost` if another run has taken this run's folder over."
+    if owns(self.run_dir): return
+    raise RunFolderLost(f"{self.run_dir} was taken over by another run while this one was not responding "
+                        "(its lock went stale); this run stops without writing anything more")
 
 # %% ../nbs/03_trainer.ipynb #7aebd620
 @patch
@@ -1113,14 +1123,14 @@ def _resume_position(self:TrainerAE)->str:
     return (f"epoch {self.epoch + 1}/{total}, step {self.step_in_epoch}/{len(self.train_loader)} "
             f"(global step {self.global_step}, {done} epochs done)")
 
-# %% ../nbs/03_trainer.ipynb #7291cdb2
+# %% ../nbs/03_trainer.ipynb #2dc21ff9
 def checkpoint_epoch(path:Path)->int|None:
     "The epoch at whose end checkpoint `path` was written; None if it is missing, damaged or mid-epoch."
     try: ck = load_checkpoint(path)
     except CheckpointError: return None
     return ck['epoch'] if ck['step_in_epoch'] == 0 else None
 
-# %% ../nbs/03_trainer.ipynb #28a1614f
+# %% ../nbs/03_trainer.ipynb #dc4362e7
 @patch
 def _files_due(self:TrainerAE)->dict:
     "The checkpoint files that must hold a given epoch's end state at this position: {name: epoch}."
@@ -1131,7 +1141,7 @@ def _files_due(self:TrainerAE)->dict:
     if self.best_epoch: due['best.pth'] = self.best_epoch
     return due
 
-# %% ../nbs/03_trainer.ipynb #85cec5fe
+# %% ../nbs/03_trainer.ipynb #7e86d9fc
 @patch
 def _repair_checkpoint_set(self:TrainerAE, resumed:Path, # the checkpoint this run resumed from
                           ):
