@@ -140,11 +140,11 @@ def denormalize(x,          # normalised samples (N, C, H, W) or (C, H, W)
     return x * scale + shift
 
 # %% ../nbs/01_data.ipynb #9a872df6
-def to_raw_units(norm:dict,            # from `fit_normalization`, in the units of the source's samples
-                 stats:dict|None=None, # `channel_stats` of the train split in the same units (adds `min`, `max`)
+def to_raw_units(norm:dict,            # from `fit_normalization`, in the source's sample units
+                 stats:dict|None=None, # `channel_stats` of the train split (adds its range)
                  raw_scale:float=1.0,  # raw value of one sample unit (digits: `DIGITS_MAX`)
                 )->dict:               # {'method', 'shift', 'scale'[, 'min', 'max']}, in raw units
-    "The normalisation as a data set stores it: from the values the source's raw files hold to the model's input."
+    "The normalisation a data set stores: from the values its raw files hold to the model's input."
     raw = lambda values: [raw_scale * float(v) for v in values]
     out = dict(norm, shift=raw(norm['shift']), scale=raw(norm['scale']))
     if stats is not None: out.update(min=raw(stats['min']), max=raw(stats['max']))
@@ -175,10 +175,12 @@ def range_warning(low:Sequence[float],  # per-channel minimum of the inputs, raw
     for c, (lo, hi, t_lo, t_hi) in enumerate(zip(low, high, norm['min'], norm['max'])):
         margin = RANGE_TOLERANCE * (t_hi - t_lo if t_hi > t_lo else max(abs(t_hi), 1.0))
         if lo < t_lo - margin or hi > t_hi + margin:
-            far.append(f"channel {c}: inputs {lo:.4g} to {hi:.4g}, training data {t_lo:.4g} to {t_hi:.4g}")
+            far.append(f"channel {c}: inputs {lo:.4g} to {hi:.4g}, "
+                       f"training data {t_lo:.4g} to {t_hi:.4g}")
     if not far: return None
-    return ("WARNING: the inputs lie far outside the training data's value range (raw units; more than "
-            f"half that range beyond it): {'; '.join(far[:4])}. Are they scaled like the training files?")
+    return ("WARNING: the inputs lie far outside the training data's value range (raw units; "
+            f"more than half that range beyond it): {'; '.join(far[:4])}. "
+            "Are they scaled like the training files?")
 
 # %% ../nbs/01_data.ipynb #a62cd77f
 _SPLITS = ('train', 'val', 'test')
@@ -224,25 +226,28 @@ ARRAY_SUFFIXES = ('.npy', '.npz')
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.tif', '.tiff')
 
 def _walk(top:str)->Iterator[str]:
-    "Every path below folder `top` (hidden ones aside), following links to folders but entering each real folder once."
+    "Paths below folder `top` (hidden ones aside), following links; each real folder entered once."
     seen, stack = {os.path.realpath(top)}, [top]
     while stack:
         try:
             with os.scandir(stack.pop()) as it: entries = sorted(it, key=lambda e: e.name)
-        except OSError: continue                                  # unreadable or vanished folder
+        except OSError: continue                       # unreadable or vanished folder
         for e in entries:
             if e.name.startswith('.'): continue
             yield e.path
-            try: is_dir = e.is_dir()                              # a link to a folder counts
+            try: is_dir = e.is_dir()                   # a link to a folder counts
             except OSError: is_dir = False
-            if is_dir and (real := os.path.realpath(e.path)) not in seen: seen.add(real); stack.append(e.path)
+            if is_dir and (real := os.path.realpath(e.path)) not in seen:
+                seen.add(real); stack.append(e.path)
 
 # %% ../nbs/01_data.ipynb #3e388bf1
 def _match_parts(pattern:tuple, parts:tuple)->bool:
-    "Whether path components `parts` match glob components `pattern`, where `**` matches any number of them."
+    "Whether path components `parts` match glob components `pattern` (`**`: any number of them)."
     if not pattern: return not parts
-    if pattern[0] == '**': return any(_match_parts(pattern[1:], parts[i:]) for i in range(len(parts) + 1))
-    return bool(parts) and fnmatch.fnmatchcase(parts[0], pattern[0]) and _match_parts(pattern[1:], parts[1:])
+    if pattern[0] == '**':
+        return any(_match_parts(pattern[1:], parts[i:]) for i in range(len(parts) + 1))
+    return (bool(parts) and fnmatch.fnmatchcase(parts[0], pattern[0])
+            and _match_parts(pattern[1:], parts[1:]))
 
 def _glob(pattern:str)->list[str]:
     "Matches of one glob, as `glob.glob(recursive=True)` gives them, with `**` expanded by `_walk`."
@@ -251,18 +256,20 @@ def _glob(pattern:str)->list[str]:
     k = parts.index('**')
     head, rest, out = str(Path(*parts[:k])) if k else '.', parts[k:], []
     for top in (t for t in glob.glob(head) if os.path.isdir(t)):
-        out += [top] * (rest == ('**',)) + [p for p in _walk(top) if _match_parts(rest, Path(os.path.relpath(p, top)).parts)]
+        below = [p for p in _walk(top) if _match_parts(rest, Path(os.path.relpath(p, top)).parts)]
+        out += [top] * (rest == ('**',)) + below
     return out
 
 def _pattern_files(pattern:str)->set[str]:
-    "Absolute paths of the supported files one glob leads to (a folder matched is walked once, not again below another)."
-    matches, out, walked = sorted(map(os.path.abspath, _glob(os.path.expanduser(pattern)))), set(), set()
+    "Absolute paths of the supported files one glob leads to (each folder matched walked once)."
+    matches = sorted(map(os.path.abspath, _glob(os.path.expanduser(pattern))))
+    out, walked = set(), set()
     for m in matches:
-        if os.path.isdir(m):
-            if not any(str(a) in walked for a in Path(m).parents): walked.add(m); out.update(_walk(m))
-        else: out.add(m)
+        if not os.path.isdir(m): out.add(m)
+        elif not any(str(a) in walked for a in Path(m).parents): walked.add(m); out.update(_walk(m))
     dangling = lambda p: os.path.islink(p) and not os.path.exists(p)
-    return {p for p in out if p.lower().endswith(ARRAY_SUFFIXES + IMAGE_SUFFIXES) and (os.path.isfile(p) or dangling(p))}
+    supported = lambda p: p.lower().endswith(ARRAY_SUFFIXES + IMAGE_SUFFIXES)
+    return {p for p in out if supported(p) and (os.path.isfile(p) or dangling(p))}
 
 # %% ../nbs/01_data.ipynb #dadff47c
 class RawFiles(list):
@@ -270,17 +277,17 @@ class RawFiles(list):
     duplicates: int = 0   # paths left out because they lead to a file already listed
     def note(self)->str:
         "One line on the paths left out."
-        return (f"{self.duplicates} path(s) lead to files already listed (symbolic links or overlapping globs): "
-                "each file is read once")
+        return (f"{self.duplicates} path(s) lead to files already listed "
+                "(symbolic links or overlapping globs): each file is read once")
 
 def _real_key(path:str)->str:
-    "What identifies the file at `path`: its real path (a broken link: itself, so that each is refused by name)."
+    "What identifies the file at `path`: its real path (a broken link: itself, refused by name)."
     return path if os.path.islink(path) and not os.path.exists(path) else os.path.realpath(path)
 
 # %% ../nbs/01_data.ipynb #5a4c12d3
 def find_raw_files(raw_glob:str|Sequence[str], # glob or globs of folders and/or files
-                  )->RawFiles:                 # supported files, absolute, each once, ordered by real path
-    "Expand `data.raw_glob` into the list of readable-looking raw files, each file once however many paths lead to it."
+                  )->RawFiles:                 # supported files, absolute, each once, by real path
+    "Expand `data.raw_glob` into the list of raw files, each once however many paths lead to it."
     patterns = [raw_glob] if isinstance(raw_glob, (str, Path)) else list(raw_glob)
     paths, total = {}, 0                          # real path -> the paths that lead to it
     for pattern in patterns:
@@ -288,8 +295,10 @@ def find_raw_files(raw_glob:str|Sequence[str], # glob or globs of folders and/or
         total += len(found)
         for p in found: paths.setdefault(_real_key(p), []).append(p)
     if not paths:
-        raise DataError(f"data.raw_glob {patterns} matched no {'/'.join(ARRAY_SUFFIXES + IMAGE_SUFFIXES)} files")
-    files = RawFiles(Path(min(v, key=Path)) for _, v in sorted(paths.items(), key=lambda kv: Path(kv[0])))
+        suffixes = '/'.join(ARRAY_SUFFIXES + IMAGE_SUFFIXES)
+        raise DataError(f"data.raw_glob {patterns} matched no {suffixes} files")
+    by_real = sorted(paths.items(), key=lambda kv: Path(kv[0]))
+    files = RawFiles(Path(min(v, key=Path)) for _, v in by_real)   # each under its first path
     files.duplicates = total - len(paths)
     return files
 
@@ -347,7 +356,9 @@ def config_raw_files(config:AEConfig)->RawFiles:
     found = find_raw_files(config.data.raw_glob)
     inside = lambda f: any(c in f.parents or c in Path(os.path.realpath(f)).parents for c in caches)
     files = RawFiles(f for f in found if not inside(f))
-    if not files: raise DataError(f"data.raw_glob {config.data.raw_glob} matches only files inside the cache folder {min(caches)}")
+    if not files:
+        raise DataError(f"data.raw_glob {config.data.raw_glob} matches only files inside the cache "
+                        f"folder {min(caches)}")
     files.duplicates = found.duplicates
     return files
 
@@ -497,16 +508,17 @@ def _hold_budget(fraction:float=0.25)->float:
     except (ValueError, OSError, AttributeError): return 2.0**30
 
 def _source_reader(config:AEConfig, files:list[Path]|None)->tuple:
-    "Names, reader, labels, memory budget and raw value of one sample unit of the configured source."
+    "Names, reader, labels, memory budget and raw value of one sample unit of the source."
     d = config.data
     if d.source == 'folder':
         files = config_raw_files(config) if files is None else files
-        return [str(f) for f in files], lambda i: read_raw_file(files[i], d.npz_key, d.layout), None, _hold_budget(), 1.0
+        read = lambda i: read_raw_file(files[i], d.npz_key, d.layout)
+        return [str(f) for f in files], read, None, _hold_budget(), 1.0
     if d.source == 'digits': (x, labels), name = load_digits_arrays(), 'sklearn.datasets.load_digits'
     else:
         s, seed = d.synthetic, config.experiment.seed
         x, labels, name = synthetic_images(s.n_samples, s.channels, s.height, s.width, seed=seed), None, f'synthetic(seed={seed})'
-    raw_scale = DIGITS_MAX if d.source == 'digits' else 1.0   # the digits source divides by DIGITS_MAX
+    raw_scale = DIGITS_MAX if d.source == 'digits' else 1.0   # the digits source divides by it
     return [name], lambda i: x, labels, float('inf'), raw_scale   # already in memory: always held
 
 def _groups(index:np.ndarray, files:list[str], group_by:str, source:str)->np.ndarray|None:
@@ -753,8 +765,9 @@ def _build_lock(root:Path, name:str):
     finally:
         if handle is not None: handle.close()       # closing (or dying) releases the lock
 
-def _cache_hit(path:Path, fingerprint:str, log:Callable, why:str='fingerprint matches', files=None)->DataSplits:
-    "Open the cache at `path` as a hit, or raise `CacheError`; the duplicate paths counted are today's."
+def _cache_hit(path:Path, fingerprint:str, log:Callable, why:str='fingerprint matches',
+               files:RawFiles|None=None)->DataSplits:
+    "Open the cache at `path` as a hit, or raise `CacheError`; duplicate paths are counted anew."
     splits = read_cache(path, fingerprint)
     splits.stats.update(cache='hit', cache_reason=why, cache_path=str(path))
     if files is not None: _note_duplicates(files, splits.stats, log)
@@ -778,7 +791,8 @@ def load_or_create_datasets(config:AEConfig,    # validated configuration
         except CacheError as e: reason = _why_rebuild(root, recipe) if not path.exists() else f"cache {path} is damaged: {e}"
     with _build_lock(root, path.name):
         if d.load_cache:
-            try: return _cache_hit(path, fingerprint, log, 'built by another process while this one waited', files)
+            waited = 'built by another process while this one waited'
+            try: return _cache_hit(path, fingerprint, log, waited, files)
             except CacheError: pass
         log(f"data: building the data set ({reason})")
         try:
@@ -904,10 +918,11 @@ def print_inputdata_stats(splits:DataSplits,  # prepared splits
     removed = s.get('removed') or {}
     log("  removed: " + (', '.join(f"{k} {v}" for k, v in removed.items()) or 'nothing'))
     for line in s.get('bad_files', [])[:5]: log(f"  unreadable: {line}")
-    if s.get('duplicate_paths'): log(f"  duplicates: {s['duplicate_paths']} path(s) led to files already listed, each read once")
+    if dup := s.get('duplicate_paths'): log(f"  duplicates: {dup} path(s) led to files listed")
     if 'cache' in s: log(f"  cache: {s['cache']} ({s.get('cache_reason')}) {s.get('cache_path') or ''}".rstrip())
     n = splits.norm
-    log(f"  normalisation: {n['method']} shift {_fmt(n['shift'])} scale {_fmt(n['scale'])} (model input: (raw - shift) / scale)")
+    log(f"  normalisation: {n['method']} shift {_fmt(n['shift'])} scale {_fmt(n['scale'])} "
+        "(model input: (raw - shift) / scale)")
     if 'min' in n: log(f"  train range (raw units): {_fmt(n['min'])} to {_fmt(n['max'])}")
     log(f"  {'split':<6} {'samples':>8}  {'shape':<14} {'dtype':<8} {'min':>9} {'max':>9} {'mean':>9} {'std':>9}")
     for name in _SPLITS:

@@ -18,7 +18,8 @@ from torch import nn
 import ae_nb
 from .config import AEConfig, ConfigError, config_hash, run_dir as config_run_dir, validate_configuration
 from .data import (DIGITS_MAX, BadFileError, DataError, DataSplits, channel_range, find_raw_files,
-                        load_or_create_datasets, normalize, range_warning, read_raw_file, to_raw_units)
+                        load_or_create_datasets, normalize, range_warning, read_raw_file,
+                        to_raw_units)
 from tqdm.auto import tqdm
 from .model import CNNAutoencoder, model_from_config
 from .trainer import CheckpointError, load_checkpoint
@@ -68,13 +69,13 @@ def _device_of(model:nn.Module, device=None)->torch.device:
     return torch.device(device) if device is not None else next(model.parameters()).device
 
 def _stderr(message:str):
-    "Print `message` on standard error (warnings of the tools, whose standard output is their result)."
+    "Print `message` on standard error (for warnings of tools whose standard output is a result)."
     print(message, file=sys.stderr)
 
 def _check_range(x:np.ndarray, norm:dict|None, warn:Callable|None):
-    "Pass `warn` a warning if raw `x` lies far outside the train range stored in `norm` (see `range_warning`)."
-    if warn is not None and norm is not None and len(x) and (message := range_warning(*channel_range(x), norm)):
-        warn(message)
+    "Give `warn` a warning when raw `x` is far outside the train range in `norm` (`range_warning`)."
+    if warn is None or norm is None or not len(x): return
+    if message := range_warning(*channel_range(x), norm): warn(message)
 
 def _batches(model:nn.Module, x:np.ndarray, batch_size:int, device, norm:dict|None=None):
     "Yield (index slice, float32 batch on `device`) over `x` with `model` in eval mode; training mode restored after."
@@ -116,7 +117,7 @@ def encode_array(model:nn.Module,      # a trained `CNNAutoencoder`
                  norm:dict|None=None,  # the data set's normalisation (from a checkpoint); None: `x` is normalised
                  batch_size:int=256,   # samples per forward pass
                  device=None,          # where to run (default: the model's device)
-                 warn:Callable|None=_stderr, # gets a warning when raw `x` is far outside the train range (None: no check)
+                 warn:Callable|None=_stderr, # told if raw `x` is far outside the train range
                 )->np.ndarray:         # embeddings, float32 (N, embedding_dim)
     "Embeddings of `x`, applying the stored normalisation first when `norm` is given."
     _check_range(x, norm, warn)
@@ -189,7 +190,7 @@ def anomaly_threshold(errors:np.ndarray,   # per-sample errors of normal, held-o
 def write_atomic(path:str|Path,                # file to write (its folder is created)
                  write:Callable[[Path], object], # writes the whole content to the path it is given
                 )->Path:                        # `path`
-    "Write `path` through a temporary file beside it and `os.replace`; a failure is an `OSError` naming `path`."
+    "Write `path` via a temporary file beside it and `os.replace`; an `OSError` names `path`."
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -206,7 +207,8 @@ def write_atomic(path:str|Path,                # file to write (its folder is cr
 
 def _save(fig:Figure, path:str|Path|None)->Figure:
     "Write `fig` as PNG to `path` (atomically, creating folders) when a path is given; return it."
-    if path is not None: write_atomic(path, lambda tmp: fig.savefig(tmp, format='png', dpi=100, bbox_inches='tight'))
+    save = lambda tmp: fig.savefig(tmp, format='png', dpi=100, bbox_inches='tight')
+    if path is not None: write_atomic(path, save)
     return fig
 
 def _image(ax, img:np.ndarray, vmin:float, vmax:float):
@@ -272,7 +274,7 @@ def plot_loss_curves(history:dict,               # trainer history: 'epoch', 'tr
                      baseline:float|None=None,   # a reference loss (the PCA baseline's test MSE)
                      baseline_label:str='PCA',   # its legend entry
                      path:str|Path|None=None,    # PNG to write
-                     evaluated_epoch:int|None=None, # epoch of the weights evaluated, marked when not the best
+                     evaluated_epoch:int|None=None, # epoch of the weights evaluated (marked)
                     )->Figure:
     "Train and validation loss per epoch, with the best epoch and an optional baseline."
     fig = Figure(figsize=(7, 4)); ax = fig.subplots()
@@ -284,7 +286,8 @@ def plot_loss_curves(history:dict,               # trainer history: 'epoch', 'tr
         best = int(np.argmin(history['val_loss']))
         ax.plot(epochs[best], history['val_loss'][best], 'o', mfc='none', ms=10, color='k', label=f"best val {val[best]:.3g} (epoch {epochs[best]:g})")
     if evaluated_epoch is not None and (not val or evaluated_epoch != epochs[best]):
-        ax.axvline(evaluated_epoch, color='tab:red', ls=':', label=f"evaluated checkpoint (epoch {evaluated_epoch})")
+        ax.axvline(evaluated_epoch, color='tab:red', ls=':',
+                   label=f"evaluated checkpoint (epoch {evaluated_epoch})")
     if baseline is not None: ax.axhline(baseline, color='gray', ls='--', label=f"{baseline_label} test MSE {baseline:.3g}")
     ax.set_yscale('log'); ax.set_xlabel('epoch'); ax.set_ylabel('loss'); ax.legend(fontsize=8); ax.set_title('Loss curves')
     return _save(fig, path)
@@ -372,14 +375,19 @@ def write_per_sample_csv(path:str|Path,             # CSV file to write
                         )->Path:
     "One row per test sample: index, autoencoder mse/mae/psnr/ssim, PCA mse, flagged, label, source."
     ps, thr = results['per_sample'], results['threshold']['value']
+    header = ['index', 'mse', 'mae', 'psnr', 'ssim', 'pca_mse', 'above_threshold', 'label', 'file',
+              'position']
+    def row(i:int)->list:
+        src = sources[i] if sources is not None else ('', '')
+        label = '' if labels is None else int(labels[i])
+        return [i, *(f"{ps[k][i]:{f}}" for k, f in (('mse', '.6g'), ('mae', '.6g'), ('psnr', '.4f'),
+                                                     ('ssim', '.4f'), ('pca_mse', '.6g'))),
+                int(ps['mse'][i] > thr), label, *src]
     def write(tmp:Path):
         with open(tmp, 'w', newline='') as f:
             w = csv.writer(f)
-            w.writerow(['index', 'mse', 'mae', 'psnr', 'ssim', 'pca_mse', 'above_threshold', 'label', 'file', 'position'])
-            for i in range(len(ps['mse'])):
-                src = sources[i] if sources is not None else ('', '')
-                w.writerow([i, f"{ps['mse'][i]:.6g}", f"{ps['mae'][i]:.6g}", f"{ps['psnr'][i]:.4f}", f"{ps['ssim'][i]:.4f}",
-                            f"{ps['pca_mse'][i]:.6g}", int(ps['mse'][i] > thr), '' if labels is None else int(labels[i]), *src])
+            w.writerow(header)
+            w.writerows(row(i) for i in range(len(ps['mse'])))
     return write_atomic(path, write)
 
 # %% ../nbs/04_report.ipynb #80007a78
@@ -397,7 +405,8 @@ def _epoch_note(training:dict|None)->str:
     "', epoch N (val loss X)' for the checkpoint evaluated, when known."
     if not training or training.get('checkpoint_epoch') is None: return ''
     loss = training.get('checkpoint_val_loss')
-    return f", epoch {training['checkpoint_epoch']}" + (f" (val loss {loss:.4g})" if loss is not None else '')
+    note = f", epoch {training['checkpoint_epoch']}"
+    return note if loss is None else f"{note} (val loss {loss:.4g})"
 
 def report_markdown(metrics:dict)->str:
     "The text of `report.md` for the contents of `metrics.json`."
@@ -415,7 +424,9 @@ def report_markdown(metrics:dict)->str:
              "Per-sample scores: [per_sample_test.csv](per_sample_test.csv).", '']
     for name, file in metrics.get('figures', {}).items():
         lines += [f"## {name.replace('_', ' ').capitalize()}", '', f"![{name}]({file})", '', _FIGURE_NOTES.get(name, ''), '']
-    lines += ['## Provenance', '', f"- checkpoint: `{metrics.get('checkpoint') or 'model in memory'}`" + _epoch_note(metrics.get('training')),
+    evaluated = f"`{metrics.get('checkpoint') or 'model in memory'}`"
+    evaluated += _epoch_note(metrics.get('training'))
+    lines += ['## Provenance', '', f"- checkpoint: {evaluated}",
               f"- config hash: `{metrics.get('config_hash')}`, data fingerprint: `{metrics.get('data_fingerprint')}`",
               f"- model: {metrics['model']['parameters']:,} parameters, input {'x'.join(map(str, metrics['model']['input_shape']))}, "
               f"code {metrics['model']['embedding_dim']}", f"- ae_nb {metrics.get('ae_nb_version')}, {metrics.get('created')}", '']
@@ -473,17 +484,18 @@ def _loss_at(history:dict|None, epoch)->float|None:
     return v if v is not None and math.isfinite(v) else None
 
 def _training_summary(history:dict|None, ckpt:dict|None, checkpoint, log:Callable)->dict:
-    "`_history_summary` of the run; with a checkpoint, the best epoch and loss are its own, with a warning if they differ."
+    "Training summary with the checkpoint's own best epoch and loss; a warning if they differ."
     summary = _history_summary(history)
     if ckpt is None: return summary
     own, epoch = _history_summary(ckpt.get('history')), ckpt.get('epoch')
-    ours = {'best_epoch': own.get('best_epoch'), 'best_val_loss': own.get('best_val_loss'), 'checkpoint_epoch': epoch,
-            'checkpoint_val_loss': _loss_at(ckpt.get('history'), epoch)}
+    ours = {'best_epoch': own.get('best_epoch'), 'best_val_loss': own.get('best_val_loss'),
+            'checkpoint_epoch': epoch, 'checkpoint_val_loss': _loss_at(ckpt.get('history'), epoch)}
     if summary and summary['best_epoch'] != ours['best_epoch']:
         fmt = lambda v: '–' if v is None else f"{v:.4g}"
-        log(f"report: WARNING the training history's best epoch is {summary['best_epoch']} (val loss "
-            f"{fmt(summary['best_val_loss'])}), but {checkpoint} holds epoch {epoch} (best so far: epoch "
-            f"{ours['best_epoch']}, val loss {fmt(ours['best_val_loss'])}); the report evaluates and names the checkpoint")
+        history_best = f"{summary['best_epoch']} (val loss {fmt(summary['best_val_loss'])})"
+        log(f"report: WARNING the training history's best epoch is {history_best}, but "
+            f"{checkpoint} holds epoch {epoch} (best so far: epoch {ours['best_epoch']}, val loss "
+            f"{fmt(ours['best_val_loss'])}); the report evaluates and names the checkpoint")
     return (summary or own) | ours
 
 def check_sample_shape(model:nn.Module, sample_shape, source:str='the model'):
@@ -525,7 +537,8 @@ def generate_full_report(model:nn.Module,           # trained autoencoder (evalu
     training = _training_summary(history, ckpt, checkpoint, log)
     history = history or (ckpt or {}).get('history')
     results = {'experiment': config.experiment.name, 'config_hash': config_hash(config), 'data_fingerprint': splits.fingerprint,
-               'checkpoint': str(checkpoint) if ckpt else None, 'model': _model_info(model), 'training': training,
+               'checkpoint': str(checkpoint) if ckpt else None, 'model': _model_info(model),
+               'training': training,
                'ae_nb_version': ae_nb.__version__, 'created': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}
     folder = run_dir/'checkpoints'
     results['checkpoints'] = {k: str(folder/f) for k, f in (('best', 'best.pth'), ('latest', 'latest.pth')) if (folder/f).is_file()}
@@ -557,7 +570,7 @@ def load_model(path:str|Path,       # any ae_nb checkpoint
         raise CheckpointError(f"{path}: cannot rebuild the model from this checkpoint ({type(e).__name__}: {str(e)[:300]})") from None
     norm = ckpt.get('norm')
     if norm is not None and 'min' not in norm and config.data.source == 'digits':
-        norm = to_raw_units(norm, raw_scale=DIGITS_MAX)   # written when the stored norm applied to raw / 16
+        norm = to_raw_units(norm, raw_scale=DIGITS_MAX)   # older: shift, scale for raw / 16
     return model.to(device).eval(), config, norm
 
 # %% ../nbs/04_report.ipynb #82c91132
@@ -577,7 +590,7 @@ def anomaly_scores(model:nn.Module,          # a trained `CNNAutoencoder`
                    threshold:float|None=None, # per-sample MSE above which a sample is flagged
                    batch_size:int=256,       # samples per forward pass
                    device=None,              # where to run (default: the model's device)
-                   warn:Callable|None=_stderr, # gets a warning when raw `x` is far outside the train range (None: no check)
+                   warn:Callable|None=_stderr, # told if raw `x` is far outside the train range
                   )->dict:                   # 'mse' (N,) and, with a threshold, 'flagged' (N,) bools
     "Per-sample reconstruction error of `x` as an anomaly score, flagged against `threshold`."
     _check_range(x, norm, warn)
@@ -629,7 +642,8 @@ def _over_files(checkpoint, inputs, fn, device, skip_bad_files, npz_key, layout,
         parts.append(fn(model, x, norm))
         index += [(str(f), i) for i in range(len(x))]
         if len(x): lo, hi = channel_range(x); low.append(lo); high.append(hi)
-    if low and (message := range_warning(np.fmin.reduce(low, 0), np.fmax.reduce(high, 0), norm)): log(message)
+    if not low: return parts, index
+    if message := range_warning(np.fmin.reduce(low, 0), np.fmax.reduce(high, 0), norm): log(message)
     return parts, index
 
 def embed_files(checkpoint:str|Path,      # any ae_nb checkpoint
@@ -642,7 +656,8 @@ def embed_files(checkpoint:str|Path,      # any ae_nb checkpoint
                )->tuple[np.ndarray, list]: # embeddings (N, E) and [(file, position)] per row
     "Embeddings of every sample in the raw files matching `inputs`."
     embed = lambda m, x, n: encode_array(m, x, n, batch_size, warn=None)
-    parts, index = _over_files(checkpoint, inputs, embed, device, skip_bad_files, npz_key, layout, log)
+    parts, index = _over_files(checkpoint, inputs, embed, device, skip_bad_files, npz_key, layout,
+                               log)
     return (np.concatenate(parts) if parts else np.empty((0, 0), np.float32)), index
 
 def score_files(checkpoint:str|Path,      # any ae_nb checkpoint
@@ -655,7 +670,8 @@ def score_files(checkpoint:str|Path,      # any ae_nb checkpoint
     "Per-sample reconstruction errors of the raw files matching `inputs`, flagged against a threshold."
     threshold = stored_threshold(checkpoint) if threshold is None else threshold
     score = lambda m, x, n: anomaly_scores(m, x, n, None, batch_size, warn=None)['mse']
-    parts, index = _over_files(checkpoint, inputs, score, device, skip_bad_files, npz_key, layout, log)
+    parts, index = _over_files(checkpoint, inputs, score, device, skip_bad_files, npz_key, layout,
+                               log)
     mse = np.concatenate(parts) if parts else np.empty(0, np.float32)
     return {'mse': mse, 'flagged': None if threshold is None else mse > threshold, 'threshold': threshold, 'index': index}
 
