@@ -4,20 +4,22 @@
 
 # %% ../nbs/00_config.ipynb #858091c4
 from __future__ import annotations
-import copy, difflib, hashlib, importlib.resources, json, re
+import copy, difflib, hashlib, importlib.resources, json, os, re, reprlib
 from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
+from fastcore.basics import patch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 # %% auto #0
-__all__ = ['Stride', 'Switch', 'Section', 'ExperimentConfig', 'SplitConfig', 'SyntheticConfig', 'FilterConfig', 'DataConfig',
-           'ModelConfig', 'CheckpointConfig', 'TrainingConfig', 'PerformanceConfig', 'ResourcesConfig', 'WandbConfig',
-           'LoggingConfig', 'AEConfig', 'schema_keys', 'did_you_mean', 'ConfigError', 'RawConfig',
-           'default_config_path', 'load_config', 'parse_override', 'apply_config_overrides', 'validate_configuration',
-           'config_to_dict', 'config_to_yaml', 'config_hash', 'flatten_dict', 'config_overrides', 'run_dir',
-           'cache_dir']
+__all__ = ['Stride', 'Switch', 'MAX_CONFIG_BYTES', 'MAX_CONFIG_DEPTH', 'MAX_CONFIG_VALUES', 'THREADS_PER_CORE', 'Section',
+           'ExperimentConfig', 'SplitConfig', 'SyntheticConfig', 'FilterConfig', 'DataConfig', 'ModelConfig',
+           'CheckpointConfig', 'TrainingConfig', 'PerformanceConfig', 'ResourcesConfig', 'WandbConfig', 'LoggingConfig',
+           'AEConfig', 'schema_keys', 'did_you_mean', 'ConfigError', 'RawConfig', 'default_config_path', 'load_config',
+           'parse_override', 'apply_config_overrides', 'stage_inputs', 'kernel_size_problem', 'check_runnable',
+           'validate_configuration', 'config_to_dict', 'config_to_yaml', 'config_hash', 'flatten_dict',
+           'config_overrides', 'run_dir', 'cache_dir']
 
 # %% ../nbs/00_config.ipynb #96b7db58
 class Section(BaseModel):
@@ -29,7 +31,9 @@ class ExperimentConfig(Section):
     "Where a run lives and how it is seeded."
     name: str = Field('digits_ae', min_length=1, description="Run name: the run folder is `results_dir/name`.")
     results_dir: str = Field('results', min_length=1, description="Folder that holds one sub-folder per run.")
-    seed: int = Field(42, ge=0, description="Seed for data split, weight init, shuffling and augmentation.")
+    seed: int = Field(42, ge=0, le=2**32 - 1,
+                      description="Seed of the data split, synthetic data, weight init and shuffling (at most 2**32 - 1: "
+                                  "numpy takes no larger seed, and PyTorch's per-epoch shuffling seeds stay in 64 bits).")
     deterministic: bool = Field(False, description="Use only deterministic kernels (bitwise-exact resume on CPU; slower on GPU).")
 
     @field_validator('name')
@@ -103,8 +107,8 @@ class ModelConfig(Section):
         if len(self.channels) != len(self.strides):
             raise ValueError(f"channels has {len(self.channels)} stages but strides has {len(self.strides)}")
         for s in self.strides:
-            pair = s if isinstance(s, list) else [s]
-            if len(pair) not in (1, 2) or any(v < 1 for v in pair):
+            pair = s if isinstance(s, list) else [s, s]
+            if len(pair) != 2 or any(v < 1 for v in pair):
                 raise ValueError(f"each stride must be a positive number or a [height, width] pair, got {s!r}")
         if any(c < 1 for c in self.channels): raise ValueError(f"channels must be positive, got {self.channels}")
         if self.kernel_size % 2 == 0: raise ValueError(f"kernel_size must be odd, got {self.kernel_size}")
@@ -157,7 +161,9 @@ class ResourcesConfig(Section):
     pin_memory: bool = Field(True, description="Pin host memory for faster copies to a GPU.")
     persistent_workers: bool = Field(False, description="Keep DataLoader workers alive between epochs.")
     prefetch_factor: int = Field(2, ge=1, description="Batches prefetched per worker.")
-    threads: int | None = Field(None, ge=1, description="CPU threads for PyTorch (default: one for small models, PyTorch's choice for large ones).")
+    threads: int | None = Field(None, ge=1, le=4096,
+                                description="CPU threads for PyTorch, at most 8 per core of the machine that runs "
+                                            "(default: one for small models, PyTorch's choice for large ones).")
     performance: PerformanceConfig = Field(default_factory=PerformanceConfig, description="Speed switches and their automatic tuning.")
 
     @field_validator('device')
@@ -251,6 +257,142 @@ _Loader.add_implicit_resolver(_BOOL, re.compile(r'^(?:true|True|TRUE|false|False
 _Loader.add_implicit_resolver('tag:yaml.org,2002:float',
     re.compile(r'^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$'), list('-+0123456789.'))
 
+# %% ../nbs/00_config.ipynb #3a9032aa
+MAX_CONFIG_BYTES = 1 << 20    # a config file is a few KiB: one over 1 MiB is the wrong file
+MAX_CONFIG_DEPTH = 32         # sections nest 3 or 4 deep; PyYAML's composer recurses once per level
+MAX_CONFIG_VALUES = 100_000   # values with aliases expanded (the default config has 173)
+
+# %% ../nbs/00_config.ipynb #7b7c2684
+class _Open:
+    "A mapping or sequence whose end has not been read yet."
+    def __init__(self, mapping:bool, anchor:str|None, path:str):
+        self.mapping, self.anchor, self.path = mapping, anchor, path
+        self.size, self.keys, self.key, self.want_key = 1, {}, None, mapping
+
+class _YamlWalk:
+    "One pass over YAML events: open collections, anchors' expanded sizes, each mapping's keys."
+    def __init__(self, source:str|None, # the file, for `file:line` (None: an override)
+                 prefix:str='',          # dotted key the document is the value of
+                ):
+        self.source, self.prefix, self.stack, self.resolver = source, prefix, [], _Loader('')
+        self.sizes, self.scalars, self.total, self.written, self.crossed = {}, {}, 0, 0, None
+
+    def refuse(self, mark, path:str, problem:str):
+        "Raise `ConfigError`: `file:line: key: problem`, or `--override key: problem`."
+        parts = path.split('.')
+        shown = '.'.join(parts[:4]) + '...' if len(parts) > 5 else path
+        where = f"{self.source}:{mark.line + 1}: " if self.source else '--override '
+        raise ConfigError([f"{where}{shown or '<top level>'}: {problem}"])
+
+# %% ../nbs/00_config.ipynb #52714ec8
+def _join(path:str, key)->str: return f"{path}.{key}" if path else str(key)
+
+@patch
+def event(self:_YamlWalk, ev):
+    "Account for one parser event; refuse as soon as a limit is passed."
+    if isinstance(ev, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+        return self._close(self.stack.pop())
+    if isinstance(ev, yaml.DocumentStartEvent): self.sizes, self.scalars = {}, {}  # per document
+    if not isinstance(ev, yaml.NodeEvent): return
+    top = self.stack[-1] if self.stack else None
+    if top is not None and top.want_key: return self._key(top, ev)
+    path = self.prefix if top is None else _join(top.path, top.key) if top.mapping else top.path
+    if isinstance(ev, yaml.AliasEvent):
+        if any(o.anchor == ev.anchor for o in self.stack):
+            self.refuse(ev.start_mark, path, f"alias *{ev.anchor} refers to a value that contains it")
+        return self._done(self.sizes.get(ev.anchor, 1), ev, path)
+    if isinstance(ev, yaml.ScalarEvent):
+        if ev.anchor: self.sizes[ev.anchor], self.scalars[ev.anchor] = 1, self._identity(ev)
+        return self._done(1, ev, path)
+    if len(self.stack) >= MAX_CONFIG_DEPTH:
+        deep = f"nested deeper than {MAX_CONFIG_DEPTH} levels (a config is 3 or 4 deep)"
+        self.refuse(ev.start_mark, path, deep)
+    self._count(1, ev, path)
+    self.stack.append(_Open(isinstance(ev, yaml.MappingStartEvent), ev.anchor, path))
+
+# %% ../nbs/00_config.ipynb #32fa0202
+@patch
+def _count(self:_YamlWalk, n:int, ev, path:str):
+    "Add `n` values (a node, or all an alias stands for); remember where the limit was passed."
+    self.total, self.written = self.total + n, self.written + 1
+    if self.total > MAX_CONFIG_VALUES and self.crossed is None: self.crossed = (ev.start_mark, path)
+
+@patch
+def _grow(self:_YamlWalk, n:int):
+    "A value of `n` values is complete: add it to the open collection (a mapping then wants a key)."
+    if self.stack: top = self.stack[-1]; top.size += n; top.want_key = top.mapping
+
+@patch
+def _done(self:_YamlWalk, n:int, ev, path:str): self._count(n, ev, path); self._grow(n)
+
+@patch
+def _close(self:_YamlWalk, frame:_Open):
+    "A collection ends: its anchor now has a size."
+    if frame.anchor: self.sizes[frame.anchor] = frame.size
+    self._grow(frame.size)
+
+# %% ../nbs/00_config.ipynb #413b6bf0
+@patch
+def _identity(self:_YamlWalk, ev)->tuple:
+    "(the scalar as PyYAML will construct it, its text)."
+    tag = ev.tag
+    if tag in (None, '!'): tag = self.resolver.resolve(yaml.ScalarNode, ev.value, ev.implicit)
+    try: value = self.resolver.construct_object(yaml.ScalarNode(tag, ev.value)); hash(value)
+    except Exception: value = (tag, ev.value)   # a tag the safe loader refuses later, or unhashable
+    return value, ev.value
+
+@patch
+def _key(self:_YamlWalk, frame:_Open, ev):
+    "A key of the open mapping `frame`: refuse a collection or a repeat; remember its line."
+    alias = isinstance(ev, yaml.AliasEvent)
+    collection = alias and ev.anchor in self.sizes and ev.anchor not in self.scalars
+    if isinstance(ev, yaml.CollectionStartEvent) or collection:
+        kind = (f"collection (*{ev.anchor})" if alias else
+                'mapping' if isinstance(ev, yaml.MappingStartEvent) else 'sequence')
+        self.refuse(ev.start_mark, frame.path, f"a key must be a plain value, not a {kind}")
+    undefined = ((None, ev.anchor), ev.anchor)   # an unknown alias: the composer names it next
+    ident, text = self.scalars.get(ev.anchor, undefined) if alias else self._identity(ev)
+    if not alias and ev.anchor: self.sizes[ev.anchor], self.scalars[ev.anchor] = 1, (ident, text)
+    path = _join(frame.path, text)
+    if ident in frame.keys:
+        first = f" (first at line {frame.keys[ident]})" if self.source else ''
+        self.refuse(ev.start_mark, path, f"duplicate key{first}")
+    frame.keys[ident], frame.key, frame.want_key = ev.start_mark.line + 1, text, False
+    self._count(1, ev, path); frame.size += 1
+
+# %% ../nbs/00_config.ipynb #63ded3fe
+@patch
+def finish(self:_YamlWalk):
+    "After the last event: refuse a document of over `MAX_CONFIG_VALUES` values, aliases expanded."
+    if self.crossed is None: return
+    how = (f"expands to {self.total:,} values through aliases ({self.written:,} written)"
+           if self.total > self.written else f"has {self.total:,} values")
+    self.refuse(*self.crossed, f"{how}; at most {MAX_CONFIG_VALUES:,} are allowed")
+
+def _check_yaml(text:str,         # a YAML document
+                source:str|None,  # its file, for `file:line` (None: an override)
+                prefix:str='',    # dotted key the document is the value of (an override's key)
+               ):
+    "Refuse (`ConfigError`) deep nesting, alias bombs, repeated and non-scalar keys, in one pass."
+    parsers = ([yaml.CSafeLoader] if yaml.__with_libyaml__ else []) + [_Loader]  # libyaml: faster
+    for loader in parsers:
+        walk = _YamlWalk(source, prefix)
+        try:
+            for ev in yaml.parse(text, Loader=loader): walk.event(ev)
+            return walk.finish()
+        except yaml.YAMLError:
+            if loader is _Loader: raise   # invalid YAML: PyYAML's own parser says what and where
+
+# %% ../nbs/00_config.ipynb #463b1443
+_BRIEF = reprlib.Repr()
+_BRIEF.maxstring = _BRIEF.maxother = _BRIEF.maxlong = 120
+_BRIEF.maxlist = _BRIEF.maxtuple = _BRIEF.maxdict = _BRIEF.maxset = 10
+_BRIEF.maxlevel = 3
+
+def _brief(value)->str:
+    "`repr(value)`, cut to about a line however long or deeply nested `value` is."
+    return _BRIEF.repr(value)
+
 # %% ../nbs/00_config.ipynb #0729d5c3
 def _key_lines(node, source:str, prefix:str='')->dict:
     "Map each dotted key in a composed YAML mapping `node` to `source:line`."
@@ -265,8 +407,12 @@ def _key_lines(node, source:str, prefix:str='')->dict:
 def _parse_yaml(text:str, source:str):
     "Parse `text` safely; return (data, line map) or raise `ConfigError` naming line and column."
     try:
-        node = yaml.compose(text, Loader=_Loader)
-        data = yaml.load(text, Loader=_Loader)
+        _check_yaml(text, source)
+        loader = _Loader(text)
+        try:
+            node = loader.get_single_node()
+            data = None if node is None else loader.construct_document(node)
+        finally: loader.dispose()
     except yaml.YAMLError as e:
         mark = getattr(e, 'problem_mark', None)
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
@@ -280,11 +426,23 @@ def default_config_path()->Path:
     "The default configuration file shipped inside the package."
     return Path(str(importlib.resources.files('ae_nb')/'default_config.yaml'))
 
+def _read_config(path:Path)->str:
+    "The text of `path`, reading at most `MAX_CONFIG_BYTES` (a larger file is refused by its size)."
+    with open(path, 'rb') as f:
+        data, limit = f.read(MAX_CONFIG_BYTES + 1), f"{MAX_CONFIG_BYTES / 2**20:g} MiB"
+        size = os.fstat(f.fileno()).st_size
+    if len(data) <= MAX_CONFIG_BYTES: return data.decode('utf-8')
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError([f"{path}: config file is {size / 2**20:.1f} MiB; "
+                           f"a config file is at most {limit}"])
+    raise ConfigError([f"{path}: config file is more than {limit} and not a regular file "
+                       "(a device or a pipe?)"])
+
 def load_config(path:str|Path|None=None, # YAML file; `None` for the packaged default
                )->RawConfig:             # the mapping as written, with its source and key lines
     "Read a YAML config file without validating it (see `validate_configuration`)."
     path = Path(path) if path is not None else default_config_path()
-    try: text = path.read_text(encoding='utf-8')
+    try: text = _read_config(path)
     except FileNotFoundError: raise ConfigError([f"{path}: config file not found"]) from None
     except (OSError, UnicodeDecodeError) as e: raise ConfigError([f"{path}: cannot read config file: {e}"]) from None
     data, lines = _parse_yaml(text, str(path))
@@ -292,13 +450,23 @@ def load_config(path:str|Path|None=None, # YAML file; `None` for the packaged de
 
 # %% ../nbs/00_config.ipynb #1e2fd585
 def parse_override(text:str)->tuple[str, Any]:
-    "Split `key.sub=value` into the key and its YAML-parsed value."
+    "Split `key.sub=value` into the key and its YAML-parsed value (hostile YAML refused)."
     key, sep, value = text.partition('=')
     key = key.strip()
-    if not sep or not key: raise ConfigError([f"--override {text!r}: expected KEY=VALUE, e.g. training.epochs=5"])
-    try: parsed = yaml.load(value, Loader=_Loader) if value.strip() else ''
-    except yaml.YAMLError as e: raise ConfigError([f"--override {text!r}: value is not valid YAML: {getattr(e, 'problem', e)}"]) from None
-    return key, parsed
+    if not sep or not key:
+        example = 'e.g. training.epochs=5'
+        raise ConfigError([f"--override {_brief(text)}: expected KEY=VALUE, {example}"])
+    if len(value) > MAX_CONFIG_BYTES:
+        raise ConfigError([f"--override {key}: value is {len(value):,} characters; "
+                           f"a config file is at most {MAX_CONFIG_BYTES:,} bytes"])
+    if not value.strip(): return key, ''
+    try:
+        _check_yaml(value, None, key)
+        return key, yaml.load(value, Loader=_Loader)
+    except yaml.YAMLError as e:
+        problem = getattr(e, 'problem', e)
+        raise ConfigError([f"--override {_brief(text)}: value is not valid YAML: {problem}"]
+                          ) from None
 
 # %% ../nbs/00_config.ipynb #5008e11a
 def apply_config_overrides(config:RawConfig|dict,   # config as loaded by `load_config`
@@ -322,6 +490,84 @@ def apply_config_overrides(config:RawConfig|dict,   # config as loaded by `load_
     if problems: raise ConfigError(problems)
     return out
 
+# %% ../nbs/00_config.ipynb #cb45a798
+THREADS_PER_CORE = 8   # beyond this many threads per core they only wait for each other: a mistake
+
+def _machine_problems(config:AEConfig, cores:int|None=None)->list[tuple[str, str]]:
+    "(key, problem) for thread counts beyond `cores` (default: this machine's)."
+    cores = os.cpu_count() if cores is None else cores
+    if not cores: return []
+    limit, res = THREADS_PER_CORE * cores, config.resources
+    machine = f"a machine with {cores} CPU core{'s' * (cores > 1)}"
+    counts = [('resources.threads', res.threads, 'threads'),
+              ('resources.num_workers', res.num_workers, 'loader threads')]
+    return [(key, f"{n} {what} on {machine}; at most {limit} ({THREADS_PER_CORE} per core)")
+            for key, n, what in counts if n and n > limit]
+
+# %% ../nbs/00_config.ipynb #1eb1a002
+_DIGITS_HW = (8, 8)   # scikit-learn's bundled handwritten digits
+
+def _stride_pair(s)->tuple[int, int]: return (s[0], s[1]) if isinstance(s, list) else (s, s)
+
+def stage_inputs(input_size:tuple[int, int], # (height, width) of one sample
+                 strides:list,               # `model.strides`: per stage, a number or [height, width]
+                )->list[tuple[int, int]]:    # size entering each encoder stage, then the code's grid
+    "Spatial sizes through the encoder: `ceil(n / stride)` a stage (odd kernel, `k // 2` padding)."
+    sizes = [tuple(input_size)]
+    for s in strides:
+        (h, w), (sh, sw) = sizes[-1], _stride_pair(s)
+        sizes.append((-(-h // sh), -(-w // sw)))
+    return sizes
+
+# %% ../nbs/00_config.ipynb #9ba60031
+def kernel_size_problem(input_size:tuple[int, int], # (height, width) of one sample
+                        strides:list,               # `model.strides`
+                        kernel_size:int,            # `model.kernel_size` (odd)
+                       )->str|None:                 # why the kernel is too large, or None
+    "Why `kernel_size` is too large for some encoder stage's input; `None` when it fits them all."
+    ins = stage_inputs(input_size, strides)[:-1]
+    fits = [2 * max(h, w) - 1 for h, w in ins]
+    bad = [i for i, f in enumerate(fits) if kernel_size > f]
+    if not bad: return None
+    (h, w), f = ins[bad[0]], fits[bad[0]]
+    return (f"encoder stage {bad[0]} gets {h}x{w}, and a kernel wider than {f} reaches past it "
+            f"from every position, so its outer weights only multiply padding; "
+            f"use kernel_size {min(fits)} or less")
+
+# %% ../nbs/00_config.ipynb #9fbaec82
+def _input_size(config:AEConfig)->tuple[tuple[int, int]|None, str]:
+    "(height, width) of one sample when the config alone tells it, and the setting that tells it."
+    d = config.data
+    if d.source == 'digits': return _DIGITS_HW, 'data.source: digits'
+    if d.source == 'synthetic': return (d.synthetic.height, d.synthetic.width), 'data.synthetic'
+    shape = d.filters.expected_shape
+    if shape and min(shape) >= 1: return tuple(shape[-2:]), 'data.filters.expected_shape'
+    return None, ''
+
+def _input_problems(config:AEConfig)->list[tuple[str, str]]:
+    "(key, problem) for strides or a kernel that the configured input size cannot take."
+    size, said = _input_size(config)
+    if size is None: return []
+    m, what = config.model, f"{size[0]}x{size[1]} samples ({said})"
+    for i, ((h, w), s) in enumerate(zip(stage_inputs(size, m.strides), m.strides)):
+        (sh, sw) = _stride_pair(s)
+        if h < sh or w < sw:
+            return [('model.strides', f"{what} are too small for these strides: stage {i} gets {h}x{w} but "
+                                      f"strides by {sh}x{sw}; use fewer stages or smaller strides")]
+    why = kernel_size_problem(size, m.strides, m.kernel_size)
+    return [('model.kernel_size', f"{m.kernel_size} is too large for {what}: {why}")] if why else []
+
+# %% ../nbs/00_config.ipynb #b9ee8df5
+def _runnable_problems(config:AEConfig, cores:int|None=None)->list[tuple[str, str]]:
+    "(key, problem) for everything `check_runnable` reports."
+    return _machine_problems(config, cores) + _input_problems(config)
+
+def check_runnable(config:AEConfig,     # a configuration the schema accepts
+                   cores:int|None=None, # CPU cores to check against (default: `os.cpu_count()`)
+                  )->list[str]:         # `key: problem` lines; empty when the run can start here
+    "What stops `config` running here: too many threads, strides or a kernel its input cannot take."
+    return [f"{key}: {problem}" for key, problem in _runnable_problems(config, cores)]
+
 # %% ../nbs/00_config.ipynb #09207d8e
 def _error_key(loc:tuple)->str:
     "Dotted key for a pydantic error location, without union-member tags such as `int` or `list[int]`."
@@ -338,18 +584,24 @@ def _describe(err:dict, raw:RawConfig)->str:
     if err['type'] == 'extra_forbidden':
         return f"{raw.where(key)}{key}: unknown key.{did_you_mean(key)}"
     msg = err['msg'].removeprefix('Value error, ')
-    got = '' if err['type'] in ('value_error', 'assertion_error', 'missing') else f" (got {err['input']!r})"
+    plain = err['type'] in ('value_error', 'assertion_error', 'missing')
+    got = '' if plain else f" (got {_brief(err['input'])})"
     return f"{raw.where(key)}{key or '<top level>'}: {msg}{got}"
 
 # %% ../nbs/00_config.ipynb #de60f462
-def validate_configuration(config:RawConfig|dict, # config as loaded (and overridden)
-                          )->AEConfig:            # the complete, validated configuration
-    "Validate `config` against the schema, raising `ConfigError` with every problem found."
+def validate_configuration(config:RawConfig|dict,  # config as loaded (and overridden)
+                           runnable:bool|None=None, # also `check_runnable` (None: for a `RawConfig` only)
+                          )->AEConfig:             # the complete, validated configuration
+    "Validate `config` (and whether it can run here), raising `ConfigError` with every problem."
     raw = config if isinstance(config, RawConfig) else RawConfig(config)
-    try: return AEConfig.model_validate(dict(raw))
+    try: valid = AEConfig.model_validate(dict(raw))
     except ValidationError as e:
         problems = list(dict.fromkeys(_describe(err, raw) for err in e.errors()))
         raise ConfigError(problems) from None
+    if runnable or (runnable is None and isinstance(config, RawConfig)):   # not a checkpoint's dict
+        problems = [f"{raw.where(key)}{key}: {why}" for key, why in _runnable_problems(valid)]
+        if problems: raise ConfigError(problems)
+    return valid
 
 # %% ../nbs/00_config.ipynb #75ae0681
 def config_to_dict(config:AEConfig)->dict:

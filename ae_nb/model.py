@@ -12,7 +12,7 @@ from fastcore.basics import patch
 import torch
 from torch import nn, Tensor
 
-from .config import ModelConfig
+from .config import ConfigError, ModelConfig, kernel_size_problem
 
 # %% auto #0
 __all__ = ['Stride', 'as_pair', 'conv_out_size', 'transposed_output_padding', 'stage_shapes', 'norm_layer', 'conv_block',
@@ -212,6 +212,10 @@ def model_from_config(model_config:ModelConfig,        # the `model` section of 
     "Build the `CNNAutoencoder` described by `model_config` for samples of `sample_shape`."
     if len(sample_shape) != 3: raise ValueError(f"sample_shape must be (C, H, W), got {tuple(sample_shape)}")
     c, h, w = (int(v) for v in sample_shape)
+    k = model_config.kernel_size
+    if why := kernel_size_problem((h, w), model_config.strides, k):
+        raise ConfigError([f"model.kernel_size: {k} is too large for samples of shape {(c, h, w)}: "
+                           f"{why}"])
     return CNNAutoencoder(in_channels=c, input_size=(h, w), **model_config.model_dump())
 
 # %% ../nbs/02_model.ipynb #1a517dea
