@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_cli.ipynb #4c3eb786
 from __future__ import annotations
-import argparse, logging, os, shlex, signal, sys, threading, time
+import argparse, atexit, logging, os, shlex, signal, sys, threading, time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -228,16 +228,42 @@ def handle_training_interruption(trainer,              # the `TrainerAE`, or Non
 
 # %% ../nbs/06_cli.ipynb #6ab87f5e
 class _SignalHandlers:
-    "Context manager: the stop signals raise `TrainingInterrupted` while the run is outside the training loop."
+    "Context manager: a stop signal outside the training loop raises `TrainingInterrupted`, once."
     def __enter__(self):
         from ae_nb.trainer import STOP_SIGNALS, TrainingInterrupted, say_in_handler
+        self.stopping = False
         def handler(signum, frame):
-            say_in_handler(f"{signal.Signals(signum).name}: stopping", signum)
+            name = signal.Signals(signum).name
+            if self.stopping: return say_in_handler(f"{name}: already stopping; saving and cleaning up first "
+                                                    "(SIGKILL stops at once)", signum)
+            self.stopping = True
+            say_in_handler(f"{name}: stopping", signum)
             raise TrainingInterrupted(signum)
         self.saved = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
         return self
     def __exit__(self, *exc):
         for s, h in self.saved.items(): signal.signal(s, h)
+
+# %% ../nbs/06_cli.ipynb #c3d7e2a0
+class _ExitGuard:
+    "The console script's stop-signal handler: `KeyboardInterrupt` until the run ends, then a quiet exit."
+    active = None   # the installed guard, if the console script installed one
+    def __init__(self): self.code = None
+    def __call__(self, signum, frame):
+        if self.code is None: raise KeyboardInterrupt
+        os._exit(self.code)
+
+    def install(self):
+        "Handle SIGINT, SIGTERM and SIGHUP with this guard, and ignore them once Python finalises."
+        signals = [getattr(signal, n) for n in ('SIGINT', 'SIGTERM', 'SIGHUP') if hasattr(signal, n)]
+        for s in signals: signal.signal(s, self)
+        atexit.register(lambda: [signal.signal(s, signal.SIG_IGN) for s in signals])  # runs after every
+        _ExitGuard.active = self                                         # hook registered later
+        return self
+
+def _run_ended(code:int):
+    "From now on a signal to the console script just exits with `code`."
+    if _ExitGuard.active is not None: _ExitGuard.active.code = code
 
 # %% ../nbs/06_cli.ipynb #80fc6350
 def main(config:AEConfig)->int:
@@ -246,9 +272,9 @@ def main(config:AEConfig)->int:
     from ae_nb.model import model_from_config
     from ae_nb.trainer import TrainerAE, get_training_params, log_hyperparameters, init_distributed, close_distributed
     import torch
-    start, trainer, env = time.time(), None, None
+    start, trainer, env, code = time.time(), None, None, EXIT_ERROR
     log = setup_logging(config.logging.level)
-    with _SignalHandlers():
+    with _SignalHandlers() as signals:
         try:
             rank, world_size = init_distributed(config.resources.device)  # (0, 1) unless launched by torchrun
             env = _setup_all_ranks(config, rank, world_size)
@@ -268,13 +294,17 @@ def main(config:AEConfig)->int:
                 trainer.setup_training()
                 trainer.train()
             code = _finish_run(trainer, model, splits, env, start) if rank == 0 else EXIT_OK
+            signals.stopping = True
             trainer.cleanup()
-            return code
         except (Exception, KeyboardInterrupt) as e:
-            return handle_training_interruption(trainer, e, config, log)
+            signals.stopping = True
+            code = handle_training_interruption(trainer, e, config, log)
         finally:
+            signals.stopping = True
             if env is not None and env.lock is not None: env.lock.release()
             close_distributed()
+            _run_ended(code)
+    return code
 
 # %% ../nbs/06_cli.ipynb #0c6d2a84
 def _setup_all_ranks(config:AEConfig, rank:int, world_size:int)->Environment:
@@ -349,14 +379,13 @@ def _run(args:argparse.Namespace)->int:
 def cli_main(argv:list[str]|None=None, # arguments (default: `sys.argv[1:]`)
             ):
     "Entry point of `ae_train`: parse arguments, resolve the config, then dry-run, validate or train."
+    if argv is None: _ExitGuard().install()   # the console script (a notebook keeps its handlers)
     args = parse_arguments(argv)
     try: code = _run(args)
     except KeyboardInterrupt:
         print("ae_train: interrupted before training started; nothing was written", file=sys.stderr)
         code = EXIT_SIGINT
-    if argv is None:   # the console script: nothing is left to do but exit, whatever arrives now
-        for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, 'SIGHUP', signal.SIGTERM)):
-            signal.signal(s, lambda signum, frame, code=code: os._exit(code))
+    _run_ended(code)
     sys.exit(code)
 
 # %% ../nbs/06_cli.ipynb #297ac69c

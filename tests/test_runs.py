@@ -10,11 +10,13 @@ from conftest import run_ae
 sys.path.insert(0, str(Path(__file__).parent))
 from test_ddp import finish, free_port, run_args, start   # two processes, as torchrun starts them
 
-# A small deterministic run; `steps` samples set how long an epoch lasts (about 1 s per 1,600 on two cores).
-def run_cmd(results_dir, name='k', epochs=3, n=640, **extra):
-    o = {'data.source': 'synthetic', 'data.synthetic.n_samples': n, 'data.synthetic.height': 16,
+# A small deterministic run; `n` samples set how long an epoch lasts (about 0.3 s per 3,200 on two cores).
+# Without `report`, no samples are held out for a test set, so no report is written (a second saved per run).
+def run_cmd(results_dir, name='k', epochs=3, n=640, report=False, **extra):
+    split = {} if report else {'data.split.train': 0.9, 'data.split.test': 0.0}
+    o = {'data.source': 'synthetic', 'data.synthetic.n_samples': n, 'data.synthetic.height': 16, **split,
          'data.synthetic.width': 16, 'data.batch_size': 16, 'model.channels': '[8, 16]', 'model.embedding_dim': 4,
-         'training.epochs': epochs, 'training.plot_every': 1, 'training.checkpoint.save_every': 1,
+         'training.epochs': epochs, 'training.plot_every': 0, 'training.checkpoint.save_every': 1,
          'logging.wandb.mode': 'disabled', 'logging.progress': 'never', 'experiment.deterministic': 'true',
          'resources.threads': 1, 'experiment.results_dir': str(results_dir), 'experiment.name': name, **extra}
     return ['ae_train'] + [a for k, v in o.items() for a in ('--override', f'{k}={v}')]
@@ -69,8 +71,8 @@ def assert_same_state(a, b, what):
 def reference(tmp_path_factory):
     "The uninterrupted run that the interrupted ones must equal, and a longer one for signals mid-epoch."
     folder = tmp_path_factory.mktemp('reference')
-    for name, n in (('k', 640), ('long', 3200)):
-        r = run_ae(*run_cmd(folder, name, n=n), cwd=folder)
+    for name, n, report in (('k', 640, True), ('long', 6400, False)):
+        r = run_ae(*run_cmd(folder, name, n=n, report=report), cwd=folder)
         assert r.returncode == 0, r.stdout + r.stderr
     return folder
 
@@ -78,7 +80,7 @@ def reference(tmp_path_factory):
 # ---------------------------------------------------------------- one owner per run folder
 
 def test_a_second_run_on_a_busy_folder_is_refused_and_names_the_owner(tmp_path):
-    first = popen(run_cmd(tmp_path, n=3200), tmp_path)
+    first = popen(run_cmd(tmp_path, epochs=15, n=3200), tmp_path)
     wait_for(tmp_path/'k'/'.ae_nb.lock', first)
     t0 = time.time()
     second = run_ae(*run_cmd(tmp_path, n=3200), cwd=tmp_path)
@@ -95,7 +97,7 @@ def test_a_second_run_on_a_busy_folder_is_refused_and_names_the_owner(tmp_path):
 
 
 def test_two_runs_started_at_the_same_moment_one_trains_one_refuses(tmp_path):
-    procs = [popen(run_cmd(tmp_path), tmp_path) for _ in range(2)]
+    procs = [popen(run_cmd(tmp_path, report=True), tmp_path) for _ in range(2)]
     outs = [p.communicate(timeout=300)[0] for p in procs]
     codes = sorted(p.returncode for p in procs)
     assert codes == [0, 1], outs
@@ -162,11 +164,11 @@ def test_a_busy_folder_stops_every_process_of_a_distributed_run(tmp_path):
 # ---------------------------------------------------------------- reruns and refused restarts
 
 def test_a_rerun_keeps_the_finished_run_whole_and_says_where(tmp_path):
-    r = run_ae(*run_cmd(tmp_path, epochs=3), cwd=tmp_path)
+    r = run_ae(*run_cmd(tmp_path, epochs=3, report=True, **{'training.plot_every': 1}), cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     before = tree(tmp_path/'k')
     assert 'plots/reconstructions_e0003.png' in before and 'report/metrics.json' in before
-    r = run_ae(*run_cmd(tmp_path, epochs=1), cwd=tmp_path)
+    r = run_ae(*run_cmd(tmp_path, epochs=1, **{'training.plot_every': 1}), cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     moved = re.search(r'held an earlier run: moved it to (\S+)', r.stdout)
     assert moved, r.stdout
@@ -204,12 +206,12 @@ def test_a_run_that_fails_on_its_data_leaves_the_folder_as_it_was(tmp_path):
 
 def test_a_kill_between_latest_and_best_is_repaired_on_restart(tmp_path, reference):
     "Epoch 3 is the last and the best: killed after its latest.pth and before its best.pth, nothing later fixes it."
-    p = popen(run_cmd(tmp_path), tmp_path, {'AE_NB_TEST_PAUSE_IN_SAVE': 'best:3'})
+    p = popen(run_cmd(tmp_path, report=True), tmp_path, {'AE_NB_TEST_PAUSE_IN_SAVE': 'best:3'})
     wait_for_line(p, 'paused writing')
     p.kill(); p.communicate(timeout=30)
     ckpts = tmp_path/'k'/'checkpoints'
     assert state(ckpts/'best.pth')['epoch'] == 2 and state(ckpts/'latest.pth')['epoch'] == 3
-    r = run_ae(*run_cmd(tmp_path), '--restart', 'auto', cwd=tmp_path)
+    r = run_ae(*run_cmd(tmp_path, report=True), '--restart', 'auto', cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     ref = reference/'k'/'checkpoints'
     for name in ('best.pth', 'latest.pth', 'final_checkpoint.pth', 'restart_e0003.pth'):
@@ -219,24 +221,40 @@ def test_a_kill_between_latest_and_best_is_repaired_on_restart(tmp_path, referen
     assert 'best.pth did not hold epoch 3' in r.stdout, r.stdout
 
 
-def test_three_quick_ctrl_c_abort_without_an_emergency_checkpoint(tmp_path, reference):
-    p = popen(run_cmd(tmp_path, 'long', n=3200), tmp_path)
-    wait_for(tmp_path/'long'/'checkpoints'/'latest.pth', p)
-    time.sleep(0.3)
+def test_three_quick_ctrl_c_mid_step_abort_without_an_emergency_checkpoint(tmp_path, reference):
+    cmd = [sys.executable, str(Path(__file__).parent/'slow_step.py'), '400'] + run_cmd(tmp_path, 'long', n=6400)[1:]
+    p = popen(cmd, tmp_path)
+    wait_for_line(p, 'weights updated, position not yet')
     for _ in range(3): p.send_signal(signal.SIGINT); time.sleep(0.05)
     out = p.communicate(timeout=60)[0]
     assert p.returncode == 130, out
-    assert 'aborted at once' in out and 'No emergency checkpoint' in out and 'latest.pth' in out, out
+    assert 'aborted at once' in out and 'No emergency checkpoint' in out and 'latest.pth (end of epoch 1)' in out, out
     assert 'Traceback' not in out and 'KeyboardInterrupt' not in out, out
     assert not (tmp_path/'long'/'checkpoints'/'emergency.pth').exists()
-    r = run_ae(*run_cmd(tmp_path, 'long', n=3200), '--restart', 'auto', cwd=tmp_path)
+    r = run_ae(*run_cmd(tmp_path, 'long', n=6400), '--restart', 'auto', cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     assert_same_state(reference/'long'/'checkpoints'/'final_checkpoint.pth',
                       tmp_path/'long'/'checkpoints'/'final_checkpoint.pth', 'after an abort')
 
 
+def test_signals_that_arrive_while_a_stopped_run_exits_are_harmless(tmp_path, reference):
+    "The run stops at the first signal; the next ones land in its emergency save, clean-up or interpreter exit."
+    p = popen(run_cmd(tmp_path, 'long', n=6400), tmp_path)
+    wait_for(tmp_path/'long'/'checkpoints'/'latest.pth', p)
+    time.sleep(0.1)
+    for _ in range(3): p.send_signal(signal.SIGINT); time.sleep(0.05)
+    out = p.communicate(timeout=60)[0]
+    assert p.returncode == 130, out
+    assert 'Traceback' not in out and 'KeyboardInterrupt' not in out, out
+    assert 'Emergency checkpoint:' in out or 'aborted at once' in out, out
+    r = run_ae(*run_cmd(tmp_path, 'long', n=6400), '--restart', 'auto', cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert_same_state(reference/'long'/'checkpoints'/'final_checkpoint.pth',
+                      tmp_path/'long'/'checkpoints'/'final_checkpoint.pth', 'after quick signals')
+
+
 def test_signals_during_the_emergency_save_do_not_cut_it_short(tmp_path, reference):
-    p = popen(run_cmd(tmp_path, 'long', n=3200), tmp_path, {'AE_NB_TEST_PAUSE_IN_SAVE': 'emergency:1:2'})
+    p = popen(run_cmd(tmp_path, 'long', n=6400), tmp_path, {'AE_NB_TEST_PAUSE_IN_SAVE': 'emergency:1:2'})
     wait_for(tmp_path/'long'/'checkpoints'/'latest.pth', p)
     time.sleep(0.3)
     p.send_signal(signal.SIGTERM)
@@ -245,7 +263,7 @@ def test_signals_during_the_emergency_save_do_not_cut_it_short(tmp_path, referen
     out = p.communicate(timeout=60)[0]
     assert p.returncode == 143, out
     assert 'already stopping' in out and 'Emergency checkpoint:' in out, out
-    r = run_ae(*run_cmd(tmp_path, 'long', n=3200), '--restart', 'auto', cwd=tmp_path)
+    r = run_ae(*run_cmd(tmp_path, 'long', n=6400), '--restart', 'auto', cwd=tmp_path)
     assert r.returncode == 0 and 'resuming from' in r.stdout and 'emergency.pth' in r.stdout, r.stdout
     assert_same_state(reference/'long'/'checkpoints'/'final_checkpoint.pth',
                       tmp_path/'long'/'checkpoints'/'final_checkpoint.pth', 'after SIGTERM')
@@ -255,7 +273,7 @@ def test_a_closed_terminal_stops_like_sigterm_and_resumes_exactly(tmp_path, refe
     "The run's terminal is a real pseudo-terminal; closing it sends SIGHUP to the run, as ssh dropping would."
     master, slave = pty.openpty()
     def controlling_tty(): fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-    cmd = run_cmd(tmp_path, 'long', n=3200, **{'logging.progress': 'auto'})
+    cmd = run_cmd(tmp_path, 'long', n=6400, **{'logging.progress': 'auto'})
     p = subprocess.Popen(cmd, cwd=tmp_path, stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
                          preexec_fn=controlling_tty, env={**os.environ, 'PYTHONUNBUFFERED': '1'})
     os.close(slave)
@@ -266,7 +284,7 @@ def test_a_closed_terminal_stops_like_sigterm_and_resumes_exactly(tmp_path, refe
     assert p.wait(timeout=60) == 129
     log = (tmp_path/'long'/'train.log').read_text()
     assert 'SIGHUP' in log and 'Emergency checkpoint:' in log, log[-2000:]
-    r = run_ae(*run_cmd(tmp_path, 'long', n=3200), '--restart', 'auto', cwd=tmp_path)
+    r = run_ae(*run_cmd(tmp_path, 'long', n=6400), '--restart', 'auto', cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     assert_same_state(reference/'long'/'checkpoints'/'final_checkpoint.pth',
                       tmp_path/'long'/'checkpoints'/'final_checkpoint.pth', 'after SIGHUP')
@@ -292,7 +310,7 @@ def test_a_report_that_cannot_be_written_says_training_finished(tmp_path, capsys
     def full_disk(*args, **kwargs):
         raise OSError(errno.ENOSPC, f"could not write {tmp_path}/k/report/metrics.json (No space left on device)")
     monkeypatch.setattr(ae_nb.report, 'generate_full_report', full_disk)
-    with pytest.raises(SystemExit) as e: cli_main(run_cmd(tmp_path, epochs=1)[1:])
+    with pytest.raises(SystemExit) as e: cli_main(run_cmd(tmp_path, epochs=1, report=True)[1:])
     out = capsys.readouterr().out
     assert e.value.code == 1
     final = tmp_path/'k'/'checkpoints'/'final_checkpoint.pth'
