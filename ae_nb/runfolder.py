@@ -21,11 +21,12 @@ LOCK_NAME = '.ae_nb.lock'   # in the run folder: who owns it, since when
 HEARTBEAT_S = 30.0          # how often the owner refreshes its lock's time
 STALE_AFTER_S = 300.0       # a lock of another host not refreshed for this long is stale
 
+# %% ../nbs/00a_runfolder.ipynb #e4a1c6f3
 class RunFolderBusy(RuntimeError):
     "Another live process owns the run folder."
 
 class RunFolderLost(RuntimeError):
-    "This run's lock was taken over (it was frozen past `STALE_AFTER_S`): it must not write any more."
+    "This run's lock was taken over (it froze past `STALE_AFTER_S`): it must not write any more."
 
 # %% ../nbs/00a_runfolder.ipynb #c9c0c53b
 def _read_text(path:str)->str|None:
@@ -33,6 +34,7 @@ def _read_text(path:str)->str|None:
     try: return Path(path).read_text().strip()
     except OSError: return None
 
+# %% ../nbs/00a_runfolder.ipynb #1c7d33e0
 def process_start_ticks(pid:int)->int|None:
     "When process `pid` started, in clock ticks since boot (None: unknown or no such process)."
     stat = _read_text(f"/proc/{pid}/stat")
@@ -41,7 +43,7 @@ def process_start_ticks(pid:int)->int|None:
 
 # %% ../nbs/00a_runfolder.ipynb #866d5d35
 def owner_info(command:list[str]|None=None, # what the owner runs (default: this process's argv)
-              )->dict:                      # pid, host, boot, start ticks, start time, token, command
+              )->dict:                      # pid, host, boot, start ticks and time, token, command
     "A description of this process as the owner of a run folder."
     return {'pid': os.getpid(), 'host': socket.gethostname(),
             'boot_id': _read_text('/proc/sys/kernel/random/boot_id'),
@@ -78,9 +80,10 @@ def read_lock(path:Path)->dict|None:
 
 # %% ../nbs/00a_runfolder.ipynb #1205894e
 def _setting(name:str, default:float)->float:
-    "A lock timing, which `AE_NB_LOCK_<NAME>` in the environment may change (tests, odd file systems)."
+    "A lock timing; `AE_NB_LOCK_<NAME>` in the environment may change it (tests, odd file systems)."
     return float(os.environ.get(f"AE_NB_LOCK_{name}", default))
 
+# %% ../nbs/00a_runfolder.ipynb #f1b6d2c8
 def file_system_now(folder:Path)->float:
     "The current time as the file system holding `folder` records it."
     fd, tmp = tempfile.mkstemp(prefix='.ae_nb-clock.', dir=folder)
@@ -95,6 +98,7 @@ def _pid_running(pid:int)->bool:
     except PermissionError: return True   # someone else's process
     return True
 
+# %% ../nbs/00a_runfolder.ipynb #7c5e1f92
 def stale_reason(owner:dict, # a lock's contents (`read_lock`)
                  path:Path,  # the lock file
                 )->str|None: # why its owner cannot be running, None while it may be
@@ -102,14 +106,24 @@ def stale_reason(owner:dict, # a lock's contents (`read_lock`)
     age = file_system_now(path.parent) - path.stat().st_mtime
     if owner.get('host') != socket.gethostname() or not owner.get('pid'):
         limit = _setting('STALE_S', STALE_AFTER_S)
-        return f"its heartbeat stopped {age:.0f} s ago (limit {limit:.0f} s)" if age > limit else None
+        return (f"its heartbeat stopped {age:.0f} s ago (limit {limit:.0f} s)"
+                if age > limit else None)
     pid, boot = owner['pid'], _read_text('/proc/sys/kernel/random/boot_id')
-    if owner.get('boot_id') and boot and owner['boot_id'] != boot: return "the host has rebooted since"
+    if owner.get('boot_id') and boot and owner['boot_id'] != boot:
+        return "the host has rebooted since"
     if not _pid_running(pid): return f"process {pid} is no longer running"
     ticks = owner.get('start_ticks')
     if ticks is not None and process_start_ticks(pid) not in (None, ticks):
         return f"process {pid} is no longer running (the pid now belongs to another process)"
     return None
+
+# %% ../nbs/00a_runfolder.ipynb #5a9e3c71
+def _describe(owner:dict)->str:
+    "`pid 123 on host h, started 2026-...` (what a user needs to find the owner)."
+    if not owner: return "a process whose lock file cannot be read (being written, or damaged)"
+    cmd = ' '.join(owner.get('command') or [])[:200]
+    return (f"pid {owner.get('pid')} on host {owner.get('host')}, started {owner.get('started')}"
+            + (f" (`{cmd}`)" if cmd else ''))
 
 # %% ../nbs/00a_runfolder.ipynb #c7372671
 TAKEOVER_STALE_S = 60.0  # a takeover lock older than this was left by a killed process
@@ -127,16 +141,10 @@ def _take_over(path:Path, stale:dict, reason:str, log:Callable)->bool:
         if now is None: return True
         if now.get('token') != stale.get('token'): return False
         path.unlink()
-        log(f"took over the run folder {path.parent}: its lock belonged to {_describe(stale)}, and {reason}")
+        log(f"took over the run folder {path.parent}: its lock belonged to {_describe(stale)}, "
+            f"and {reason}")
         return True
     finally: guard.unlink(missing_ok=True)
-
-def _describe(owner:dict)->str:
-    "`pid 123 on host h, started 2026-...` (what a user needs to find the owner)."
-    if not owner: return "a process whose lock file cannot be read (being written, or damaged)"
-    cmd = ' '.join(owner.get('command') or [])[:200]
-    return (f"pid {owner.get('pid')} on host {owner.get('host')}, started {owner.get('started')}"
-            + (f" (`{cmd}`)" if cmd else ''))
 
 # %% ../nbs/00a_runfolder.ipynb #aed00767
 _held = {}   # real path of a run folder -> this process's RunLock on it
@@ -157,6 +165,17 @@ class RunLock:
         "Whether the lock file is still this process's."
         return (read_lock(self.path) or {}).get('token') == self.info['token']
 
+# %% ../nbs/00a_runfolder.ipynb #cc2b7570
+@patch
+def release(self:RunLock):
+    "Give up this holder's claim; the last one stops the heartbeat and removes the lock file."
+    if self.depth <= 0: return   # released already
+    self.depth -= 1
+    if self.depth: return
+    self._stop.set()
+    if _held.get(key := os.path.realpath(self.folder)) is self: del _held[key]
+    if self.owned: self.path.unlink(missing_ok=True)
+
 # %% ../nbs/00a_runfolder.ipynb #2275c4f3
 @patch
 def _beat(self:RunLock):
@@ -170,17 +189,7 @@ def _beat(self:RunLock):
         try: os.utime(self.path)
         except OSError: pass   # the next beat tries again
 
-# %% ../nbs/00a_runfolder.ipynb #cc2b7570
-@patch
-def release(self:RunLock):
-    "Give up this holder's claim; the last one stops the heartbeat and removes the lock file."
-    if self.depth <= 0: return   # released already
-    self.depth -= 1
-    if self.depth: return
-    self._stop.set()
-    if _held.get(key := os.path.realpath(self.folder)) is self: del _held[key]
-    if self.owned: self.path.unlink(missing_ok=True)
-
+# %% ../nbs/00a_runfolder.ipynb #9c4e2b7d
 @patch
 def __enter__(self:RunLock): return self
 
@@ -208,9 +217,9 @@ def claim_run_folder(folder:str|Path,    # the run folder (created if missing)
         if owner is None: continue
         if reason is None: break
         if not _take_over(path, owner, reason, log): time.sleep(0.05)
-    raise RunFolderBusy(f"{folder} is in use by another run: {_describe(read_lock(path) or {})}; lock file "
-                        f"{path}. Wait for it to end or choose another experiment.name; if that process "
-                        "is gone for good, delete the lock file.")
+    raise RunFolderBusy(f"{folder} is in use by another run: {_describe(read_lock(path) or {})}; "
+                        f"lock file {path}. Wait for it to end or choose another experiment.name; "
+                        "if that process is gone for good, delete the lock file.")
 
 # %% ../nbs/00a_runfolder.ipynb #d350bbe8
 def owns(folder:str|Path)->bool:
@@ -237,6 +246,7 @@ def _fsync_dir(path:Path):
     try: os.fsync(fd)
     finally: os.close(fd)
 
+# %% ../nbs/00a_runfolder.ipynb #e6b2c9f4
 def _move_into(entries:list[Path], partial:Path)->Path:
     "Rename `entries` into folder `partial` (`<time>.incomplete`), then give it its final name."
     for p in entries: os.replace(p, partial/p.name)
@@ -252,6 +262,7 @@ def _started(entries:list[Path])->str:
             [p.stat().st_mtime for p in entries]
     return time.strftime('%Y%m%d-%H%M%S', time.localtime(min(times)))
 
+# %% ../nbs/00a_runfolder.ipynb #f7c2a8e5
 def set_aside_previous_run(folder:str|Path,   # run folder, owned by this process
                            log:Callable=print, # where the move is reported
                           )->Path|None:        # where the earlier run went (None: nothing there)
@@ -268,7 +279,8 @@ def set_aside_previous_run(folder:str|Path,   # run folder, owned by this proces
     partial = folder/PREVIOUS/f"{stamp}.incomplete"
     partial.mkdir(parents=True)
     dest = _move_into(entries, partial)
-    log(f"{folder} held an earlier run: moved it to {dest} (use --restart to continue a run instead)")
+    log(f"{folder} held an earlier run: moved it to {dest} "
+        "(use --restart to continue a run instead)")
     return dest
 
 # %% ../nbs/00a_runfolder.ipynb #a8977736
