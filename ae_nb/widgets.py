@@ -13,32 +13,36 @@ import torch
 from pydantic.fields import FieldInfo
 from fastcore.basics import patch
 
-from .config import (AEConfig, ConfigError, Section, Switch, config_overrides, config_to_dict, config_to_yaml, load_config,
-                     parse_override, validate_configuration)
+from .config import (AEConfig, ConfigError, Section, Switch, config_overrides, config_to_dict,
+                          config_to_yaml, load_config, parse_override, validate_configuration)
 
 # %% auto #0
-__all__ = ['field_kind', 'value_to_text', 'text_to_value', 'field_widget', 'ConfigEditor', 'TrainingMonitor',
+__all__ = ['field_kind', 'text_to_value', 'value_to_text', 'field_widget', 'ConfigEditor', 'TrainingMonitor',
            'reconstruction_grid', 'reconstruct', 'pca_2d', 'ReconstructionExplorer']
 
 # %% ../nbs/05_widgets.ipynb #065cb4f8
 def _ipywidgets():
-    "The `ipywidgets` module, imported on first use so that `import ae_nb.widgets` needs no notebook stack."
+    "`ipywidgets`, imported on first use so that `import ae_nb.widgets` needs no notebook stack."
     try: import ipywidgets
-    except ImportError: raise ImportError("ae_nb.widgets needs ipywidgets: pip install 'ipywidgets>=8'") from None
+    except ImportError:
+        raise ImportError("ae_nb.widgets needs ipywidgets: pip install 'ipywidgets>=8'") from None
     return ipywidgets
 
+# %% ../nbs/05_widgets.ipynb #b3e85a40
 def _image():
     "An empty PNG `Image` widget shown at its natural size (not stretched to the width of its box)."
     W = _ipywidgets()
     return W.Image(format='png', layout=W.Layout(align_self='flex-start'))
 
+# %% ../nbs/05_widgets.ipynb #c81f3e07
 class _Displays:
     "Mixin: display the object as its `widget`."
     def _repr_mimebundle_(self, **kwargs): return self.widget._repr_mimebundle_(**kwargs)
 
 # %% ../nbs/05_widgets.ipynb #1f139226
-def field_kind(annotation)->str:
-    "How `ConfigEditor` edits a field of type `annotation`: choice, switch, bool, int, float, str, optional_str or yaml."
+def field_kind(annotation, # a field's type, e.g. `TrainingConfig.model_fields['epochs'].annotation`
+              )->str:      # choice, switch, bool, int, float, str, optional_str or yaml
+    "How `ConfigEditor` edits a field of type `annotation`."
     if typing.get_origin(annotation) is Literal: return 'choice'
     if annotation == Switch: return 'switch'
     for kind, t in (('bool', bool), ('int', int), ('float', float), ('str', str)):
@@ -47,12 +51,6 @@ def field_kind(annotation)->str:
     return 'yaml'
 
 # %% ../nbs/05_widgets.ipynb #49734ea2
-def value_to_text(value)->str:
-    "Show a config value in a text box: empty for `None`, plain strings as typed, anything else as YAML flow."
-    if value is None: return ''
-    if isinstance(value, str) and text_to_value(value) == value: return value
-    return json.dumps(value)
-
 def text_to_value(text:str,        # what the user typed
                   kind:str='yaml', # `field_kind` of the field
                  ):
@@ -60,16 +58,29 @@ def text_to_value(text:str,        # what the user typed
     if not text.strip(): return None
     if kind == 'optional_str': return text
     try: return parse_override(f"value={text}")[1]
-    except ConfigError as e: raise ValueError(f"not valid YAML: {e.problems[0].rpartition('YAML: ')[2]}") from None
+    except ConfigError as e:
+        raise ValueError(f"not valid YAML: {e.problems[0].rpartition('YAML: ')[2]}") from None
+
+# %% ../nbs/05_widgets.ipynb #0c7d2e19
+def value_to_text(value, # a config value
+                 )->str:
+    "Show a config value in a text box: empty for `None`, plain strings as typed, else YAML flow."
+    if value is None: return ''
+    if isinstance(value, str) and text_to_value(value) == value: return value
+    return json.dumps(value)
 
 # %% ../nbs/05_widgets.ipynb #68a87bb7
-def _help_html(text:str)->str:
+def _help_html(text:str, # a schema description (may be None)
+              )->str:
     "A schema description as HTML: escaped, with `code` spans."
     return re.sub(r'`([^`]+)`', r'<code>\1</code>', html.escape(text or '', quote=False))
 
-def _error_html(messages:list[str])->str:
+# %% ../nbs/05_widgets.ipynb #d4b19f6a
+def _error_html(messages:list[str], # the field's problems
+               )->str:
     "Error messages shown beside a field (empty when there are none)."
-    return ''.join(f'<div style="color:#b00020">&#10007; {html.escape(m, quote=False)}</div>' for m in messages)
+    return ''.join(f'<div style="color:#b00020">&#10007; {html.escape(m, quote=False)}</div>'
+                   for m in messages)
 
 # %% ../nbs/05_widgets.ipynb #ada32226
 _LABEL_STYLE = {'description_width': '170px'}
@@ -82,8 +93,11 @@ def field_widget(name:str,        # the field's name, used as the label
     W, kind = _ipywidgets(), field_kind(field.annotation)
     common = dict(description=name, tooltip=field.description or name, style=_LABEL_STYLE,
                   layout=W.Layout(width='360px', flex='0 0 auto'))
-    if kind == 'choice': return W.Dropdown(options=list(typing.get_args(field.annotation)), value=value, **common)
-    if kind == 'switch': return W.Dropdown(options=[('auto', 'auto'), ('on', True), ('off', False)], value=value, **common)
+    if kind == 'choice':
+        return W.Dropdown(options=list(typing.get_args(field.annotation)), value=value, **common)
+    if kind == 'switch':
+        return W.Dropdown(options=[('auto', 'auto'), ('on', True), ('off', False)], value=value,
+                          **common)
     if kind == 'bool': return W.Checkbox(value=value, indent=True, **common)
     if kind == 'int': return W.IntText(value=value, **common)
     if kind == 'float': return W.FloatText(value=value, **common)
@@ -93,26 +107,40 @@ def field_widget(name:str,        # the field's name, used as the label
 # %% ../nbs/05_widgets.ipynb #40b85c7b
 _PROBLEM = re.compile(r'^(<top level>|[A-Za-z_][\w.\[\]]*): (.*)$', re.DOTALL)
 
-def _problem_targets(problem:str,    # one line of `ConfigError.problems`
-                     fields:list[str], # dotted keys of the leaf fields
+def _problem_targets(problem:str,        # one line of `ConfigError.problems`
+                     fields:list[str],   # dotted keys of the leaf fields
                      sections:list[str], # dotted keys of the sections ('' for the whole config)
                     )->tuple[list[str], str]: # the keys it is shown beside, and its message
     "Where a validation problem is shown in the editor."
     m = _PROBLEM.match(problem)
     if not m: return [''], problem
     key, msg = re.sub(r'\[\d+\]', '', '' if m[1] == '<top level>' else m[1]), m[2]
-    owner = max((k for k in fields + sections if key == k or key.startswith(k + '.') or not k), key=len)
+    owner = max((k for k in fields + sections if key == k or key.startswith(k + '.') or not k),
+                key=len)
     if owner in fields: return [owner], msg
     inner = [f for f in fields if f.startswith(owner + '.' if owner else '')]
-    named = [f for f in inner if re.search(rf'(?<![\w.]){re.escape(f[len(owner) + 1 if owner else 0:])}(?!\w)', msg)]
+    named = [f for f in inner
+             if re.search(rf'(?<![\w.]){re.escape(f[len(owner) + 1 if owner else 0:])}(?!\w)', msg)]
     return named or [owner], msg
+
+# %% ../nbs/05_widgets.ipynb #c3127b29
+def _as_config(config, # an `AEConfig`, a mapping, a YAML file, or None
+              )->AEConfig:
+    "An `AEConfig` from a config, a mapping or a YAML file (`None`: the defaults)."
+    if config is None: return AEConfig()
+    if isinstance(config, AEConfig): return config
+    if isinstance(config, (str, Path)): config = load_config(config)
+    return validate_configuration(config)
 
 # %% ../nbs/05_widgets.ipynb #2d08b1bf
 class ConfigEditor(_Displays):
-    "A form for an `AEConfig`, generated from the schema, that re-validates the whole config on every change."
-    def __init__(self, config:AEConfig|dict|str|Path|None=None, # start from this config, mapping or YAML file (default: the defaults)
-                 on_train:Callable[[AEConfig], Any]|None=None,   # called with the valid config by the train button
-                 path:str|Path='config.yaml',                    # initial file name for the save button
+    "A form for an `AEConfig`, built from the schema, that re-validates the whole config on change."
+    def __init__(self,
+                 # start from this config, mapping or YAML file (default: the defaults)
+                 config:AEConfig|dict|str|Path|None=None,
+                 # called with the valid config by the train button
+                 on_train:Callable[[AEConfig], Any]|None=None,
+                 path:str|Path='config.yaml', # initial file name for the save button
                 ):
         W = _ipywidgets()
         self.on_train, self.result, self._muted = on_train, None, False
@@ -120,33 +148,45 @@ class ConfigEditor(_Displays):
         self.fields, self.error_labels, self.problems = {}, {}, []
         values = config_to_dict(self.config)
         self.error_labels[''] = W.HTML()
-        pages = [self._section_box(f.annotation, name + '.', values[name]) for name, f in AEConfig.model_fields.items()]
-        self.sections = W.Accordion(children=pages, titles=tuple(AEConfig.model_fields), selected_index=0)
+        pages = [self._section_box(f.annotation, name + '.', values[name])
+                 for name, f in AEConfig.model_fields.items()]
+        self.sections = W.Accordion(children=pages, titles=tuple(AEConfig.model_fields),
+                                    selected_index=0)
         self.status, self.message = W.HTML(), W.HTML()
-        self.path = W.Text(value=str(path), description='file', style={'description_width': '40px'})
-        self.save_button = W.Button(description='Save YAML', tooltip='write the configuration to the file named on the left')
-        self.overrides_button = W.Button(description='Show overrides', tooltip='the ae_train command line for this configuration')
-        self.train_button = W.Button(description='Train', button_style='success', tooltip='call on_train with this configuration')
-        self.command = W.Textarea(layout=W.Layout(width='100%', display='none'))
-        self.output = W.Output()
-        self.save_button.on_click(lambda _: self.save())
-        self.overrides_button.on_click(lambda _: self.show_overrides())
-        self.train_button.on_click(lambda _: self.train())
+        self._build_actions(path)
         self.widget = W.VBox([self.status, self.error_labels[''], self.sections,
-                              W.HBox([self.path, self.save_button, self.overrides_button, self.train_button]),
+                              W.HBox([self.path, self.save_button, self.overrides_button,
+                                      self.train_button]),
                               self.message, self.command, self.output])
         self.revalidate()
 
-# %% ../nbs/05_widgets.ipynb #c3127b29
-def _as_config(config)->AEConfig:
-    "An `AEConfig` from a config, a mapping or a YAML file (`None`: the defaults)."
-    if config is None: return AEConfig()
-    if isinstance(config, AEConfig): return config
-    if isinstance(config, (str, Path)): config = load_config(config)
-    return validate_configuration(config)
-
+# %% ../nbs/05_widgets.ipynb #9d6c4b82
 @patch
-def _section_box(self:ConfigEditor, model:type[Section], prefix:str, values:dict):
+def _build_actions(self:ConfigEditor,
+                   path:str|Path, # initial file name for the save button
+                  ):
+    "Create the file box, the save, overrides and train buttons, and the areas under them."
+    W = _ipywidgets()
+    self.path = W.Text(value=str(path), description='file', style={'description_width': '40px'})
+    self.save_button = W.Button(description='Save YAML',
+                                tooltip='write the configuration to the file named on the left')
+    self.overrides_button = W.Button(description='Show overrides',
+                                     tooltip='the ae_train command line for this configuration')
+    self.train_button = W.Button(description='Train', button_style='success',
+                                 tooltip='call on_train with this configuration')
+    self.command = W.Textarea(layout=W.Layout(width='100%', display='none'))
+    self.output = W.Output()
+    self.save_button.on_click(lambda _: self.save())
+    self.overrides_button.on_click(lambda _: self.show_overrides())
+    self.train_button.on_click(lambda _: self.train())
+
+# %% ../nbs/05_widgets.ipynb #a5f2c7e1
+@patch
+def _section_box(self:ConfigEditor,
+                 model:type[Section], # the section's schema
+                 prefix:str,          # its dotted key and a dot, e.g. 'data.split.'
+                 values:dict,         # its current values
+                ):
     "The rows of section `model` (keys starting with `prefix`), nested sections included."
     W, rows = _ipywidgets(), []
     self.error_labels[prefix[:-1]] = W.HTML()
@@ -154,8 +194,10 @@ def _section_box(self:ConfigEditor, model:type[Section], prefix:str, values:dict
     for name, field in model.model_fields.items():
         key, ann = prefix + name, field.annotation
         if isinstance(ann, type) and issubclass(ann, Section):
-            head = W.HTML(f"<b>{name}</b> &nbsp;<span style='color:#666'>{_help_html(field.description)}</span>")
-            rows.append(W.VBox([head, self._section_box(ann, key + '.', values[name])], layout=W.Layout(margin='6px 0 6px 24px')))
+            head = W.HTML(f"<b>{name}</b> &nbsp;"
+                          f"<span style='color:#666'>{_help_html(field.description)}</span>")
+            rows.append(W.VBox([head, self._section_box(ann, key + '.', values[name])],
+                               layout=W.Layout(margin='6px 0 6px 24px')))
             continue
         self.fields[key] = widget = field_widget(name, field, values[name])
         widget.observe(self.revalidate, names='value')
@@ -180,8 +222,11 @@ def _raw(self:ConfigEditor)->tuple[dict, dict]:
         node[leaf] = value
     return raw, bad
 
+# %% ../nbs/05_widgets.ipynb #e3a8d5c0
 @patch
-def _field(self:ConfigEditor, key:str)->FieldInfo:
+def _field(self:ConfigEditor,
+           key:str, # dotted key of a leaf field, e.g. 'data.split.train'
+          )->FieldInfo:
     "The schema field of dotted `key`."
     *parents, leaf = key.split('.')
     model = AEConfig
@@ -190,8 +235,10 @@ def _field(self:ConfigEditor, key:str)->FieldInfo:
 
 # %% ../nbs/05_widgets.ipynb #034364d3
 @patch
-def revalidate(self:ConfigEditor, change=None):
-    "Validate the form's values, update `config`, `valid` and `problems`, and show each problem beside its field."
+def revalidate(self:ConfigEditor,
+               change=None, # the widget change that triggered it (unused)
+              ):
+    "Validate the form; update `config`, `valid`, `problems`; show each problem beside its field."
     if self._muted: return
     raw, bad = self._raw()
     shown = {k: list(v) for k, v in bad.items()}
@@ -208,13 +255,17 @@ def revalidate(self:ConfigEditor, change=None):
     self.valid = not self.problems
     for key, label in self.error_labels.items(): label.value = _error_html(shown.get(key, []))
     n = len(self.problems)
-    self.status.value = ("<span style='color:#1b7a1b'>&#10003; valid configuration</span>" if self.valid else
-                         f"<span style='color:#b00020'>&#10007; {n} problem{'s' * (n > 1)}: fix {'them' if n > 1 else 'it'} to save or train</span>")
+    self.status.value = ("<span style='color:#1b7a1b'>&#10003; valid configuration</span>"
+                         if self.valid else
+                         f"<span style='color:#b00020'>&#10007; {n} problem{'s' * (n > 1)}: "
+                         f"fix {'them' if n > 1 else 'it'} to save or train</span>")
     self.save_button.disabled = self.train_button.disabled = not self.valid
 
 # %% ../nbs/05_widgets.ipynb #ea339bae
 @patch
-def set_config(self:ConfigEditor, config:AEConfig|dict|str|Path):
+def set_config(self:ConfigEditor,
+               config:AEConfig|dict|str|Path, # an `AEConfig`, a mapping or a YAML file
+              ):
     "Fill the form from `config` (an `AEConfig`, a mapping or a YAML file)."
     config = _as_config(config)
     flat = {}
@@ -227,20 +278,29 @@ def set_config(self:ConfigEditor, config:AEConfig|dict|str|Path):
     try:
         for key, value in flat.items():
             kind = field_kind(self._field(key).annotation)
-            self.fields[key].value = value_to_text(value) if kind in ('yaml', 'optional_str') else value
+            text_box = kind in ('yaml', 'optional_str')
+            self.fields[key].value = value_to_text(value) if text_box else value
     finally: self._muted = False
     self.revalidate()
 
 # %% ../nbs/05_widgets.ipynb #701f8104
 @patch
-def _say(self:ConfigEditor, text:str, ok:bool=True):
+def _say(self:ConfigEditor,
+         text:str,     # the message, escaped before it is shown
+         ok:bool=True, # green when True, red otherwise
+        ):
     "Show a one-line message under the buttons."
-    self.message.value = f"<span style='color:{'#1b7a1b' if ok else '#b00020'}'>{html.escape(text, quote=False)}</span>"
+    colour = '#1b7a1b' if ok else '#b00020'
+    self.message.value = f"<span style='color:{colour}'>{html.escape(text, quote=False)}</span>"
 
+# %% ../nbs/05_widgets.ipynb #8a1d4f6e
 @patch
-def save(self:ConfigEditor, path:str|Path|None=None)->Path|None:
-    "Write the configuration as YAML to `path` (default: the file box); `None` if the form is invalid."
-    if not self.valid: self._say(f"not saved: {len(self.problems)} problem(s) to fix first", ok=False); return None
+def save(self:ConfigEditor,
+         path:str|Path|None=None, # where to write (default: the file box)
+        )->Path|None:             # the file written, or `None` if the form is invalid
+    "Write the config as YAML to `path` (default: the file box); `None` if the form is invalid."
+    if not self.valid:
+        self._say(f"not saved: {len(self.problems)} problem(s) to fix first", ok=False); return None
     path = Path(path or self.path.value).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(config_to_yaml(self.config), encoding='utf-8')
@@ -249,10 +309,14 @@ def save(self:ConfigEditor, path:str|Path|None=None)->Path|None:
 
 # %% ../nbs/05_widgets.ipynb #19256546
 @patch
-def overrides_command(self:ConfigEditor, program:str='ae_train')->str:
-    "The command line that runs the current configuration: `program` with one `--override` per changed setting."
-    return ' '.join([program] + [f"--override {shlex.quote(o)}" for o in config_overrides(self.config)])
+def overrides_command(self:ConfigEditor,
+                      program:str='ae_train', # the command that takes the `--override`s
+                     )->str:
+    "The command line that runs the current configuration: `program`, one `--override` per change."
+    overrides = [f"--override {shlex.quote(o)}" for o in config_overrides(self.config)]
+    return ' '.join([program] + overrides)
 
+# %% ../nbs/05_widgets.ipynb #6c2f8a07
 @patch
 def show_overrides(self:ConfigEditor)->str:
     "Show `overrides_command` in the text box under the buttons (ready to copy) and return it."
@@ -267,32 +331,42 @@ def show_overrides(self:ConfigEditor)->str:
 def train(self:ConfigEditor):
     "Call `on_train` with the current configuration (if the form is valid) and return its result."
     if not self.valid: self._say("not started: fix the problems first", ok=False); return None
-    if self.on_train is None: self._say("no on_train callback was given to ConfigEditor", ok=False); return None
+    if self.on_train is None:
+        self._say("no on_train callback was given to ConfigEditor", ok=False); return None
     self._say(f"training {self.config.experiment.name} ...")
     with self.output: self.result = self.on_train(self.config)
     self._say(f"finished {self.config.experiment.name}")
     return self.result
 
 # %% ../nbs/05_widgets.ipynb #2e65071f
-def _numpy(x, n:int|None=None)->np.ndarray:
+def _numpy(x,                # samples, numpy or torch (any device)
+           n:int|None=None,  # keep only the first `n` (default: all)
+          )->np.ndarray:
     "The first `n` samples of a numpy array or torch tensor as float32 numpy."
     if n is not None: x = x[:n]
     if isinstance(x, torch.Tensor): x = x.detach().float().cpu().numpy()
     return np.asarray(x, dtype=np.float32)
 
-def _rgb(image:np.ndarray,   # one sample (C, H, W)
-         low:float, high:float, # values shown as black and white
+# %% ../nbs/05_widgets.ipynb #5b8e0d71
+def _rgb(image:np.ndarray, # one sample (C, H, W)
+         low:float,        # value shown as black
+         high:float,       # value shown as white
         )->np.ndarray:
-    "One sample as an (H, W, 3) uint8 picture: grey for one channel, colour for three, else the first channel."
+    "A sample as (H, W, 3) uint8 pixels: grey for 1 channel, colour for 3, else the first channel."
     image = image if image.shape[0] == 3 else image[:1]
     scaled = np.clip((image - low) / (high - low if high > low else 1.0), 0, 1)
-    return (np.repeat(scaled, 3 // scaled.shape[0], axis=0).transpose(1, 2, 0) * 255).astype(np.uint8)
+    rgb = np.repeat(scaled, 3 // scaled.shape[0], axis=0).transpose(1, 2, 0)
+    return (rgb * 255).astype(np.uint8)
 
-def _heat(values:np.ndarray, cmap:str='magma')->np.ndarray:
+# %% ../nbs/05_widgets.ipynb #d9a7e3b5
+def _heat(values:np.ndarray, # an (H, W) array, e.g. squared errors
+          cmap:str='magma',  # matplotlib colour map
+         )->np.ndarray:
     "An (H, W) array as an (H, W, 3) uint8 picture in a matplotlib colour map."
     import matplotlib
     high = values.max()
-    return (matplotlib.colormaps[cmap](values / high if high > 0 else values)[..., :3] * 255).astype(np.uint8)
+    colours = matplotlib.colormaps[cmap](values / high if high > 0 else values)[..., :3]
+    return (colours * 255).astype(np.uint8)
 
 # %% ../nbs/05_widgets.ipynb #94c588ec
 def _png(tiles:list[list[np.ndarray]], # rows of (H, W, 3) uint8 pictures of equal size
@@ -306,22 +380,25 @@ def _png(tiles:list[list[np.ndarray]], # rows of (H, W, 3) uint8 pictures of equ
     cols = max(len(r) for r in tiles)
     grid = np.full((len(tiles) * (h + gap) - gap, cols * (w + gap) - gap, 3), 255, np.uint8)
     for i, row in enumerate(tiles):
-        for j, tile in enumerate(row): grid[i * (h + gap):i * (h + gap) + h, j * (w + gap):j * (w + gap) + w] = tile
-    image = Image.fromarray(grid).resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST)
+        for j, tile in enumerate(row):
+            grid[i * (h + gap):i * (h + gap) + h, j * (w + gap):j * (w + gap) + w] = tile
+    size = (grid.shape[1] * scale, grid.shape[0] * scale)
+    image = Image.fromarray(grid).resize(size, Image.NEAREST)
     buffer = io.BytesIO()
     image.save(buffer, format='png')
     return buffer.getvalue()
 
 # %% ../nbs/05_widgets.ipynb #d886ac70
 class TrainingMonitor(_Displays):
-    "Live loss curves, learning rate and latest reconstructions of a training run, redrawn at a bounded cost."
+    "Live loss curves, learning rate and latest reconstructions of a run, redrawn at bounded cost."
     def __init__(self, min_interval:float=1.0, # seconds between redraws at least
                  max_overhead:float=0.02,      # largest share of wall time spent drawing
                  n_images:int=8,               # reconstructions shown
                  figsize:tuple=(8.0, 2.6),     # size of the curves figure in inches
                 ):
         W = _ipywidgets()
-        self.min_interval, self.max_overhead, self.n_images, self.figsize = min_interval, max_overhead, n_images, figsize
+        self.min_interval, self.max_overhead = min_interval, max_overhead
+        self.n_images, self.figsize = n_images, figsize
         self.status = W.HTML()
         self.curves, self.images = _image(), _image()
         self.widget = W.VBox([self.status, self.curves, self.images])
@@ -330,47 +407,22 @@ class TrainingMonitor(_Displays):
         self.render_seconds = self.last_render_seconds = 0.0
         self._next_render, self._pending, self._figure = 0.0, False, None
 
-# %% ../nbs/05_widgets.ipynb #14af0c38
-@patch
-def update(self:TrainingMonitor, history:dict, # the trainer's history: lists under epoch, train_loss, val_loss, lr, time
-           inputs=None,                         # latest input batch (B, C, H, W), numpy or torch
-           outputs=None,                        # its reconstructions, same shape
-           force:bool=False,                    # redraw now, whatever the time since the last redraw
-          )->bool:                              # whether the pictures were redrawn
-    "Record the latest training state; redraw when the time budget allows (or `force`)."
-    self.n_updates += 1
-    self.history = history
-    if inputs is not None: self.inputs = _keep(inputs, self.n_images)
-    if outputs is not None: self.outputs = _keep(outputs, self.n_images)
-    self._pending = True
-    self.status.value = _status_line(history)
-    if not (force or time.perf_counter() >= self._next_render): return False
-    self.render()
-    return True
-
-def _keep(batch, n:int):
-    "A copy of the first `n` samples (a loader may reuse its batch buffers); torch stays on its device until drawn."
-    return batch[:n].detach().clone() if isinstance(batch, torch.Tensor) else np.array(batch[:n])
-
-@patch
-def flush(self:TrainingMonitor):
-    "Draw the latest state if an update has not been drawn yet (call it when training ends)."
-    if self._pending: self.render()
-
-
-
-
 # %% ../nbs/05_widgets.ipynb #9ce38312
-def _last(history:dict, key:str):
+def _last(history:dict, # lists of values by name, as in `TrainerAE.history`
+          key:str,      # the list to read
+         ):
     "The last finite value of `history[key]`, or None."
     values = [v for v in history.get(key) or [] if v is not None and np.isfinite(v)]
     return values[-1] if values else None
 
-def _status_line(history:dict)->str:
+# %% ../nbs/05_widgets.ipynb #e4b6c1a8
+def _status_line(history:dict, # lists of values by name, as in `TrainerAE.history`
+                )->str:
     "One line of HTML summarising the latest epoch of `history`."
     parts = []
-    for key, label, fmt in (('epoch', 'epoch', '{}'), ('train_loss', 'train', '{:.4g}'), ('val_loss', 'val', '{:.4g}'),
-                            ('lr', 'lr', '{:.2e}'), ('time', 'time', '{:.1f} s')):
+    for key, label, fmt in (('epoch', 'epoch', '{}'), ('train_loss', 'train', '{:.4g}'),
+                            ('val_loss', 'val', '{:.4g}'), ('lr', 'lr', '{:.2e}'),
+                            ('time', 'time', '{:.1f} s')):
         if (v := _last(history, key)) is not None: parts.append(f"{label} <b>{fmt.format(v)}</b>")
     val = [v for v in history.get('val_loss') or [] if v is not None and np.isfinite(v)]
     if val: parts.append(f"best val <b>{min(val):.4g}</b>")
@@ -385,7 +437,8 @@ def _draw_curves(self:TrainingMonitor)->bytes:
         fig = Figure(figsize=self.figsize, dpi=80)
         loss_ax, lr_ax = fig.subplots(1, 2, width_ratios=[2, 1])
         fig.subplots_adjust(left=0.13, right=0.98, bottom=0.18, top=0.95, wspace=0.4)
-        lines = {k: loss_ax.plot([], [], label=k.replace('_', ' '))[0] for k in ('train_loss', 'val_loss')}
+        lines = {k: loss_ax.plot([], [], label=k.replace('_', ' '))[0]
+                 for k in ('train_loss', 'val_loss')}
         lines['lr'] = lr_ax.plot([], [], color='tab:green')[0]
         loss_ax.set(xlabel='epoch', ylabel='loss', yscale='log'); loss_ax.legend(loc='upper right')
         lr_ax.set(xlabel='epoch', ylabel='learning rate')
@@ -408,10 +461,14 @@ def reconstruction_grid(inputs,           # images (B, C, H, W), numpy or torch
                        )->bytes:          # PNG: inputs on top, reconstructions below
     "A PNG of the first `n` inputs above their reconstructions, each pair on a shared grey scale."
     x, y = _numpy(inputs, n), _numpy(outputs, n)
-    if x.shape != y.shape or x.ndim != 4: raise ValueError(f"inputs and outputs must both be (B, C, H, W), got {x.shape} and {y.shape}")
+    if x.shape != y.shape or x.ndim != 4:
+        raise ValueError("inputs and outputs must both be (B, C, H, W), "
+                         f"got {x.shape} and {y.shape}")
     bounds = [(min(a.min(), b.min()), max(a.max(), b.max())) for a, b in zip(x, y)]
-    return _png([[_rgb(a, *lh) for a, lh in zip(x, bounds)], [_rgb(b, *lh) for b, lh in zip(y, bounds)]], height)
+    return _png([[_rgb(a, *lh) for a, lh in zip(x, bounds)],
+                 [_rgb(b, *lh) for b, lh in zip(y, bounds)]], height)
 
+# %% ../nbs/05_widgets.ipynb #b2d9f6e0
 @patch
 def render(self:TrainingMonitor):
     "Redraw curves and reconstructions now."
@@ -420,13 +477,49 @@ def render(self:TrainingMonitor):
     if self.inputs is not None and self.outputs is not None:
         self.images.value = reconstruction_grid(self.inputs, self.outputs, self.n_images)
     self.last_render_seconds = took = time.perf_counter() - start
-    self.n_renders, self.render_seconds, self._pending = self.n_renders + 1, self.render_seconds + took, False
+    self.n_renders, self.render_seconds = self.n_renders + 1, self.render_seconds + took
+    self._pending = False
     self._next_render = time.perf_counter() + max(self.min_interval, took / self.max_overhead)
 
+# %% ../nbs/05_widgets.ipynb #0f6b8e3c
+def _keep(batch, # a batch (B, C, H, W), numpy or torch
+          n:int, # how many samples to keep
+         ):
+    "A copy of the first `n` samples (loaders reuse buffers); torch stays on its device till drawn."
+    return batch[:n].detach().clone() if isinstance(batch, torch.Tensor) else np.array(batch[:n])
+
+# %% ../nbs/05_widgets.ipynb #14af0c38
+@patch
+def update(self:TrainingMonitor,
+           history:dict,     # trainer history: lists under epoch, train_loss, val_loss, lr, time
+           inputs=None,      # latest input batch (B, C, H, W), numpy or torch
+           outputs=None,     # its reconstructions, same shape
+           force:bool=False, # redraw now, whatever the time since the last redraw
+          )->bool:           # whether the pictures were redrawn
+    "Record the latest training state; redraw when the time budget allows (or `force`)."
+    self.n_updates += 1
+    self.history = history
+    if inputs is not None: self.inputs = _keep(inputs, self.n_images)
+    if outputs is not None: self.outputs = _keep(outputs, self.n_images)
+    self._pending = True
+    self.status.value = _status_line(history)
+    if not (force or time.perf_counter() >= self._next_render): return False
+    self.render()
+    return True
+
+# %% ../nbs/05_widgets.ipynb #8b5f2c0e
+@patch
+def flush(self:TrainingMonitor):
+    "Draw the latest state if an update has not been drawn yet (call it when training ends)."
+    if self._pending: self.render()
+
 # %% ../nbs/05_widgets.ipynb #ca4b3d46
-def _first_batch_reconstructions(trainer, n:int):
-    "The first `n` validation (or training) samples of `trainer` and their reconstructions, on the CPU."
-    loader = trainer.val_loader if trainer.val_loader is not None and len(trainer.val_loader) else trainer.train_loader
+def _first_batch_reconstructions(trainer, # a `TrainerAE` with its loaders
+                                 n:int,   # how many samples
+                                ):
+    "The first `n` validation (or training) samples of `trainer` and their reconstructions, on CPU."
+    has_val = trainer.val_loader is not None and len(trainer.val_loader)
+    loader = trainer.val_loader if has_val else trainer.train_loader
     batch = next(iter(loader.iter_epoch(0)))[:n].to(trainer.device)
     model = getattr(trainer.model, 'module', trainer.model)
     was_training = model.training
@@ -435,13 +528,16 @@ def _first_batch_reconstructions(trainer, n:int):
     model.train(was_training)
     return batch.cpu(), out.float().cpu()
 
+# %% ../nbs/05_widgets.ipynb #4c8e1f7a
 @patch
-def __call__(self:TrainingMonitor, trainer, # the `TrainerAE` being trained
-             event:str,                      # 'epoch_end' or 'train_end'
+def __call__(self:TrainingMonitor,
+             trainer,   # the `TrainerAE` being trained
+             event:str, # 'epoch_end' or 'train_end'
             ):
-    "Trainer callback: update after each epoch; when training ends, draw the final curves and reconstructions."
+    "Trainer callback: update after each epoch; after training, draw the final curves and images."
     final = event == 'train_end'
-    images = _first_batch_reconstructions(trainer, self.n_images) if final or time.perf_counter() >= self._next_render else (None, None)
+    due = final or time.perf_counter() >= self._next_render
+    images = _first_batch_reconstructions(trainer, self.n_images) if due else (None, None)
     self.update(trainer.history, *images, force=final)
 
 # %% ../nbs/05_widgets.ipynb #d1693caa
@@ -449,8 +545,8 @@ def __call__(self:TrainingMonitor, trainer, # the `TrainerAE` being trained
 def reconstruct(model:torch.nn.Module, # autoencoder with `forward` (and `encode` for latent codes)
                 x,                     # samples (N, C, H, W), numpy (memory maps too) or torch
                 batch_size:int=256,    # samples per forward pass
-               )->dict:                # outputs (N, C, H, W), errors (N,) per-sample MSE, latents (N, E) or None
-    "Reconstructions, per-sample errors and latent codes of `x`, computed batch by batch in eval mode."
+               )->dict:                # outputs (N, C, H, W), errors (N,), latents (N, E) or None
+    "Reconstructions, per-sample MSE and latent codes of `x`, computed batch by batch in eval mode."
     device = next(model.parameters(), torch.empty(0)).device
     was_training, has_encode = model.training, callable(getattr(model, 'encode', None))
     model.eval()
@@ -458,17 +554,21 @@ def reconstruct(model:torch.nn.Module, # autoencoder with `forward` (and `encode
     try:
         for start in range(0, len(x), batch_size):
             part = x[start:start + batch_size]
-            batch = (part.detach().float() if isinstance(part, torch.Tensor) else torch.from_numpy(np.array(part, dtype=np.float32))).to(device)
+            batch = (part.detach().float() if isinstance(part, torch.Tensor)
+                     else torch.from_numpy(np.array(part, dtype=np.float32))).to(device)
             z = model.encode(batch) if has_encode else None
-            y = model.decode(z) if has_encode and callable(getattr(model, 'decode', None)) else model(batch)
-            outputs.append(y.float().cpu()); errors.append(((y - batch) ** 2).flatten(1).mean(1).float().cpu())
+            y = (model.decode(z) if has_encode and callable(getattr(model, 'decode', None))
+                 else model(batch))
+            outputs.append(y.float().cpu())
+            errors.append(((y - batch) ** 2).flatten(1).mean(1).float().cpu())
             if z is not None: latents.append(z.flatten(1).float().cpu())
     finally: model.train(was_training)
     return {'outputs': torch.cat(outputs).numpy(), 'errors': torch.cat(errors).numpy(),
             'latents': torch.cat(latents).numpy() if latents else None}
 
 # %% ../nbs/05_widgets.ipynb #fe100d3b
-def pca_2d(z:np.ndarray)->np.ndarray:
+def pca_2d(z:np.ndarray, # latent codes (N, E)
+          )->np.ndarray: # (N, 2), largest variance first
     "Project codes `z` (N, E) onto their two principal axes, as (N, 2) (zero-padded when E < 2)."
     z = np.asarray(z, dtype=np.float64).reshape(len(z), -1)
     centred = z - z.mean(0)
@@ -479,17 +579,26 @@ def pca_2d(z:np.ndarray)->np.ndarray:
 
 # %% ../nbs/05_widgets.ipynb #e22a851d
 class ReconstructionExplorer(_Displays):
-    "Step through samples with their reconstruction and error map, worst first if asked, in a 2-D latent view."
-    def __init__(self, model:torch.nn.Module, # autoencoder (`forward`; `encode`/`decode` for the latent view)
-                 x,                           # samples (N, C, H, W): numpy, torch, or a data set with `.x` (and `.labels`)
-                 labels=None,                 # one label per sample, shown and used to colour the latent view
-                 batch_size:int=256,          # samples per forward pass
-                 sort_by_error:bool=False,    # start with the worst reconstructions first
+    "Browse samples with reconstruction and error map (worst first if asked) in a 2-D latent view."
+    def __init__(self,
+                 # autoencoder (`forward`; `encode`/`decode` for the latent view)
+                 model:torch.nn.Module,
+                 # samples (N, C, H, W): numpy, torch, or a data set with `.x` (and `.labels`)
+                 x,
+                 # one label per sample, shown and used to colour the latent view
+                 labels=None,
+                 batch_size:int=256,       # samples per forward pass
+                 sort_by_error:bool=False, # start with the worst reconstructions first
                 ):
-        self._source = x.source if getattr(x, 'index', None) is not None and getattr(x, 'files', None) else None
-        if hasattr(x, 'x'): labels, x = (getattr(x, 'labels', None) if labels is None else labels), x.x
-        if len(getattr(x, 'shape', ())) != 4: raise ValueError(f"x must be samples (N, C, H, W), got shape {tuple(getattr(x, 'shape', ()))}")
-        if labels is not None and len(labels) != len(x): raise ValueError(f"labels has {len(labels)} entries but x has {len(x)} samples")
+        traced = getattr(x, 'index', None) is not None and getattr(x, 'files', None)
+        self._source = x.source if traced else None
+        if hasattr(x, 'x'):
+            labels, x = (getattr(x, 'labels', None) if labels is None else labels), x.x
+        if len(getattr(x, 'shape', ())) != 4:
+            raise ValueError("x must be samples (N, C, H, W), "
+                             f"got shape {tuple(getattr(x, 'shape', ()))}")
+        if labels is not None and len(labels) != len(x):
+            raise ValueError(f"labels has {len(labels)} entries but x has {len(x)} samples")
         if len(x) == 0: raise ValueError("x has no samples")
         self.x, self.labels = x, (None if labels is None else np.asarray(labels))
         res = reconstruct(model, x, batch_size)
@@ -499,84 +608,113 @@ class ReconstructionExplorer(_Displays):
 
 # %% ../nbs/05_widgets.ipynb #0974ead0
 @patch
-def _build_widgets(self:ReconstructionExplorer, sort_by_error:bool):
+def _build_widgets(self:ReconstructionExplorer,
+                   sort_by_error:bool, # start with the toggle on
+                  ):
     "Create the slider, toggle and pictures, and draw the first sample."
     W = _ipywidgets()
-    self.slider = W.IntSlider(0, min=0, max=len(self.x) - 1, description='sample', continuous_update=False,
-                              layout=W.Layout(width='420px'))
-    self.sort_by_error = W.ToggleButton(sort_by_error, description='worst first',
-                                        tooltip='order the samples by reconstruction error, largest first')
+    self.slider = W.IntSlider(0, min=0, max=len(self.x) - 1, description='sample',
+                              continuous_update=False, layout=W.Layout(width='420px'))
+    self.sort_by_error = W.ToggleButton(
+        sort_by_error, description='worst first',
+        tooltip='order the samples by reconstruction error, largest first')
     self.info, self.sample_image, self.latent_image = W.HTML(), _image(), _image()
-    self.jump = W.BoundedIntText(0, min=0, max=len(self.x) - 1, description='index', style={'description_width': '40px'},
-                                 layout=W.Layout(width='140px'), tooltip='show the sample with this index')
+    self.jump = W.BoundedIntText(0, min=0, max=len(self.x) - 1, description='index',
+                                 style={'description_width': '40px'},
+                                 layout=W.Layout(width='140px'),
+                                 tooltip='show the sample with this index')
     self.slider.observe(lambda _: self._draw(), names='value')
     self.sort_by_error.observe(self._reorder, names='value')
     self.jump.observe(lambda change: self.show(change['new']), names='value')
-    header = W.HTML("<span style='color:#666'>input &nbsp;|&nbsp; reconstruction &nbsp;|&nbsp; squared error</span>")
-    left = W.VBox([W.HBox([self.slider, self.sort_by_error, self.jump]), self.info, header, self.sample_image])
+    header = W.HTML("<span style='color:#666'>"
+                    "input &nbsp;|&nbsp; reconstruction &nbsp;|&nbsp; squared error</span>")
+    left = W.VBox([W.HBox([self.slider, self.sort_by_error, self.jump]), self.info, header,
+                   self.sample_image])
     self.widget = W.HBox([left, self.latent_image] if self.projection is not None else [left])
     self._figure = None
     self._reorder()
 
+# %% ../nbs/05_widgets.ipynb #2b6f9d4e
 @patch(as_prop=True)
 def order(self:ReconstructionExplorer)->np.ndarray:
     "Sample indices in slider order: by position, or by error (largest first) when sorting."
-    return np.argsort(-self.errors, kind='stable') if self.sort_by_error.value else np.arange(len(self.x))
+    if self.sort_by_error.value: return np.argsort(-self.errors, kind='stable')
+    return np.arange(len(self.x))
 
 @patch(as_prop=True)
 def index(self:ReconstructionExplorer)->int:
     "Index (into `x`) of the sample shown."
     return int(self.order[self.slider.value])
 
+# %% ../nbs/05_widgets.ipynb #7c4e2b9a
 @patch
-def show(self:ReconstructionExplorer, index:int):
+def _reorder(self:ReconstructionExplorer,
+             change=None, # the toggle's change (unused)
+            ):
+    "Start the slider at the first sample of the (new) order."
+    if self.slider.value == 0: self._draw()
+    else: self.slider.value = 0
+
+# %% ../nbs/05_widgets.ipynb #9f3a7c5e
+@patch
+def show(self:ReconstructionExplorer,
+         index:int, # an index into `x`
+        ):
     "Show sample `index` (an index into `x`), wherever it is in the current order."
     self.slider.value = int(np.flatnonzero(self.order == index)[0])
 
+# %% ../nbs/05_widgets.ipynb #3d8b1f6c
 @patch
-def neighbours(self:ReconstructionExplorer, index:int, k:int=5)->np.ndarray:
-    "Indices of the `k` samples whose latent codes are closest to that of sample `index` (empty without codes)."
+def neighbours(self:ReconstructionExplorer,
+               index:int, # an index into `x`
+               k:int=5,   # how many neighbours
+              )->np.ndarray:
+    "Indices of the `k` samples with latent codes nearest to sample `index` (empty without codes)."
     if self.latents is None: return np.array([], dtype=int)
     distances = ((self.latents - self.latents[index]) ** 2).sum(1)
     distances[index] = np.inf
     return np.argsort(distances, kind='stable')[:k]
 
-@patch
-def _reorder(self:ReconstructionExplorer, change=None):
-    "Start the slider at the first sample of the (new) order."
-    if self.slider.value == 0: self._draw()
-    else: self.slider.value = 0
-
 # %% ../nbs/05_widgets.ipynb #3233d1bb
 @patch
 def _draw(self:ReconstructionExplorer):
-    "Show the current sample: caption, input | reconstruction | error map, and its place in the latent view."
+    "Show the current sample: caption, input | reconstruction | error map, spot in the latent view."
     i = self.index
     x, y = _numpy(self.x[i:i + 1])[0], self.outputs[i]
     low, high = min(x.min(), y.min()), max(x.max(), y.max())
-    self.sample_image.value = _png([[_rgb(x, low, high), _rgb(y, low, high), _heat(((x - y) ** 2).mean(0))]], height=128)
+    tiles = [_rgb(x, low, high), _rgb(y, low, high), _heat(((x - y) ** 2).mean(0))]
+    self.sample_image.value = _png([tiles], height=128)
     rank = int((self.errors > self.errors[i]).sum()) + 1
-    label = '' if self.labels is None else f" &middot; label <b>{html.escape(str(self.labels[i]))}</b>"
-    source = '' if self._source is None else " &middot; from <code>{}</code> [{}]".format(*map(html.escape, map(str, self._source(i))))
+    label = ('' if self.labels is None else
+             f" &middot; label <b>{html.escape(str(self.labels[i]))}</b>")
+    source = ('' if self._source is None else " &middot; from <code>{}</code> [{}]".format(
+        *map(html.escape, map(str, self._source(i)))))
     near = ', '.join(map(str, self.neighbours(i)))
     self.info.value = (f"sample <b>{i}</b>{label} &middot; error <b>{self.errors[i]:.4g}</b> "
                        f"(rank {rank} of {len(self.errors)}, 1 = worst){source}"
-                       + (f"<br><span style='color:#666'>nearest in latent space: {near}</span>" if near else ''))
+                       + (f"<br><span style='color:#666'>nearest in latent space: {near}</span>"
+                          if near else ''))
     self.jump.value = i
     if self.projection is not None: self.latent_image.value = self._draw_latent(i)
 
+# %% ../nbs/05_widgets.ipynb #5a0c8e3b
 @patch
-def _draw_latent(self:ReconstructionExplorer, i:int)->bytes:
+def _draw_latent(self:ReconstructionExplorer,
+                 i:int, # the sample to circle
+                )->bytes:
     "The 2-D latent view as PNG, sample `i` circled."
     if self._figure is None:
         from matplotlib.figure import Figure
         fig = Figure(figsize=(3.4, 3.2), dpi=80)
         ax = fig.subplots()
         fig.subplots_adjust(left=0.04, right=0.9, bottom=0.04, top=0.9)
-        colour = self.labels if self.labels is not None and np.issubdtype(self.labels.dtype, np.number) else self.errors
-        points = ax.scatter(*self.projection.T, c=colour, s=8, cmap='tab10' if colour is self.labels else 'viridis')
+        numeric = self.labels is not None and np.issubdtype(self.labels.dtype, np.number)
+        colour = self.labels if numeric else self.errors
+        points = ax.scatter(*self.projection.T, c=colour, s=8,
+                            cmap='tab10' if colour is self.labels else 'viridis')
         fig.colorbar(points, ax=ax, label='label' if colour is self.labels else 'error')
-        self._highlight = ax.scatter([], [], s=160, facecolors='none', edgecolors='red', linewidths=2)
+        self._highlight = ax.scatter([], [], s=160, facecolors='none', edgecolors='red',
+                                     linewidths=2)
         ax.set(title='latent space (PCA)', xticks=[], yticks=[])
         self._figure = fig
     self._highlight.set_offsets(self.projection[i:i + 1])
