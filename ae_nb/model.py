@@ -19,6 +19,12 @@ __all__ = ['Stride', 'as_pair', 'conv_out_size', 'transposed_output_padding', 's
            'CNNAutoencoder', 'model_from_config', 'tiny_autoencoder']
 
 # %% ../nbs/02_model.ipynb #20c06b70
+def _positive_int(v)->int:
+    "`v` as an int if it is a positive integer (numpy ints included, bools not), else `ValueError`."
+    if isinstance(v, bool) or operator.index(v) < 1: raise ValueError(v)
+    return operator.index(v)
+
+# %% ../nbs/02_model.ipynb #5a7d2c90
 Stride = Union[int, Sequence[int]]
 
 def as_pair(value:Stride, # a number, or a (height, width) pair
@@ -26,22 +32,28 @@ def as_pair(value:Stride, # a number, or a (height, width) pair
            )->tuple[int, int]:
     "`value` as a `(height, width)` pair of positive ints, or a `ValueError` that names it."
     try:
-        pair = tuple(_positive_int(v) for v in ((value, value) if not isinstance(value, (list, tuple)) else value))
+        pair = tuple(_positive_int(v) for v in
+                     ((value, value) if not isinstance(value, (list, tuple)) else value))
         if len(pair) != 2: raise ValueError
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a positive int or a [height, width] pair of positive ints, got {value!r}") from None
+        raise ValueError(f"{name} must be a positive int or a [height, width] pair of "
+                         f"positive ints, got {value!r}") from None
     return pair
 
-def _positive_int(v)->int:
-    "`v` as an int if it is a positive integer (numpy integers included, bools excluded), else `ValueError`."
-    if isinstance(v, bool) or operator.index(v) < 1: raise ValueError(v)
-    return operator.index(v)
-
-def conv_out_size(n:int, kernel_size:int, stride:int)->int:
+# %% ../nbs/02_model.ipynb #b4e8a1c6
+def conv_out_size(n:int,           # length coming in
+                  kernel_size:int, # odd kernel size
+                  stride:int,      # stride along this axis
+                 )->int:           # length going out: `ceil(n / stride)` for an odd kernel
     "Length after a convolution with padding `kernel_size // 2`."
     return (n + 2 * (kernel_size // 2) - kernel_size) // stride + 1
 
-def transposed_output_padding(target:int, n:int, kernel_size:int, stride:int)->int:
+# %% ../nbs/02_model.ipynb #f3a6c8d1
+def transposed_output_padding(target:int,      # length the encoder saw
+                              n:int,           # length the encoder made of it
+                              kernel_size:int, # odd kernel size
+                              stride:int,      # stride along this axis
+                             )->int:           # in `[0, stride)` when `n` came from `target`
     "`output_padding` that makes a transposed convolution map length `n` back to exactly `target`."
     return target - ((n - 1) * stride - 2 * (kernel_size // 2) + kernel_size)
 
@@ -50,40 +62,49 @@ def stage_shapes(input_size:tuple[int, int],     # (height, width) of one sample
                  strides:list[tuple[int, int]],  # per-stage (height, width) strides
                  kernel_size:int=3,              # convolution kernel size
                 )->list[tuple[int, int]]:        # sizes before each stage, then after the last one
-    "Spatial size at every encoder stage; `ValueError` when a stage would stride over a shorter length."
+    "Spatial size at every encoder stage; `ValueError` where a stage strides over a shorter length."
     sizes = [tuple(input_size)]
     for i, (sh, sw) in enumerate(strides):
         h, w = sizes[-1]
         if h < sh or w < sw:
             raise ValueError(f"input {input_size[0]}x{input_size[1]} is too small for strides "
-                             f"{[list(s) for s in strides]}: stage {i} gets {h}x{w} but strides by {sh}x{sw}; "
-                             f"use fewer stages or smaller strides (e.g. [1, 2] to reduce only the width)")
+                             f"{[list(s) for s in strides]}: stage {i} gets {h}x{w} but strides by "
+                             f"{sh}x{sw}; use fewer stages or smaller strides "
+                             f"(e.g. [1, 2] to reduce only the width)")
         sizes.append((conv_out_size(h, kernel_size, sh), conv_out_size(w, kernel_size, sw)))
     return sizes
 
 # %% ../nbs/02_model.ipynb #3bf4ed08
-_ACTIVATIONS = {'relu': nn.ReLU, 'gelu': nn.GELU, 'silu': nn.SiLU, 'leaky_relu': lambda: nn.LeakyReLU(0.1)}
+_ACTIVATIONS = {'relu': nn.ReLU, 'gelu': nn.GELU, 'silu': nn.SiLU,
+                'leaky_relu': lambda: nn.LeakyReLU(0.1)}
 _OUTPUT_ACTIVATIONS = {'sigmoid': nn.Sigmoid, 'tanh': nn.Tanh, 'none': nn.Identity}
 _NORMS = ('batch', 'group', 'none')
 
+# %% ../nbs/02_model.ipynb #c5a8e2d7
 def _choice(value:str, choices, name:str)->str:
     "`value` if it is one of `choices`, else a `ValueError` listing them."
-    if value not in choices: raise ValueError(f"{name} must be one of {sorted(choices)}, got {value!r}")
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {sorted(choices)}, got {value!r}")
     return value
 
-def norm_layer(kind:str, channels:int)->nn.Module:
+# %% ../nbs/02_model.ipynb #a1f6c3e9
+def norm_layer(kind:str,     # 'batch' | 'group' | 'none'
+               channels:int, # channels it normalises
+              )->nn.Module:
     "Normalisation layer after a convolution: batch, group (up to 8 groups) or none."
     if kind == 'batch': return nn.BatchNorm2d(channels)
     if kind == 'group': return nn.GroupNorm(math.gcd(channels, 8), channels)
     return nn.Identity()
 
+# %% ../nbs/02_model.ipynb #9e5a0c7b
 def conv_block(in_channels:int,      # channels coming in
                out_channels:int,     # channels going out
                kernel_size:int,      # square kernel size
                stride:tuple[int, int], # (height, width) stride
                norm:str,             # 'batch' | 'group' | 'none'
                activation:str,       # key of the hidden activation
-               output_padding:tuple[int, int]|None=None, # set for a transposed (upsampling) convolution
+               # set for a transposed (upsampling) convolution
+               output_padding:tuple[int, int]|None=None,
               )->nn.Sequential:
     "Convolution (transposed when `output_padding` is given), normalisation and activation."
     kw = dict(kernel_size=kernel_size, stride=stride, padding=kernel_size // 2, bias=norm == 'none')
@@ -93,42 +114,57 @@ def conv_block(in_channels:int,      # channels coming in
 
 # %% ../nbs/02_model.ipynb #a68bb351
 class CNNAutoencoder(nn.Module):
-    "Convolutional autoencoder: strided conv encoder, linear bottleneck, mirrored transposed-conv decoder."
+    "Conv autoencoder: strided conv encoder, linear bottleneck, mirrored transposed-conv decoder."
     def __init__(self,
                  in_channels:int=1,               # channels of one sample (C)
-                 input_size:Stride=(32, 32),      # (height, width) of one sample, or one number for square inputs
+                 # (height, width) of one sample, or one number for square inputs
+                 input_size:Stride=(32, 32),
                  embedding_dim:int=8,             # size of the latent code
                  channels:Sequence[int]=(16, 32), # output channels of each encoder stage
-                 strides:Sequence[Stride]=(2, 2), # stride of each stage: a number or a (height, width) pair
+                 # stride of each stage: a number or a (height, width) pair
+                 strides:Sequence[Stride]=(2, 2),
                  kernel_size:int=3,               # square convolution kernel size
                  norm:str='batch',                # 'batch' | 'group' | 'none'
                  activation:str='relu',           # 'relu' | 'gelu' | 'silu' | 'leaky_relu'
                  output_activation:str='sigmoid', # 'sigmoid' | 'tanh' | 'none'
-                 head:bool=True,                  # a full-resolution stage and 3x3 conv after the decoder (False: ~2x faster on large inputs)
+                 # a full-resolution stage and 3x3 conv after the decoder
+                 # (False: ~2x faster on large inputs)
+                 head:bool=True,
                 ):
         super().__init__()
-        strides_hw = _check_args(in_channels, embedding_dim, channels, strides, kernel_size, norm, activation, output_activation)
+        strides_hw = _check_args(in_channels, embedding_dim, channels, strides, kernel_size, norm,
+                                 activation, output_activation)
         self.input_shape = (in_channels, *as_pair(input_size, 'input_size'))
         self.embedding_dim = embedding_dim
         self.sizes = stage_shapes(self.input_shape[1:], strides_hw, kernel_size)
-        self.hparams = dict(in_channels=in_channels, input_size=list(self.input_shape[1:]), embedding_dim=embedding_dim,
-                            channels=list(channels), strides=[[int(v) for v in s] if isinstance(s, (list, tuple)) else int(s) for s in strides],
-                            kernel_size=kernel_size, norm=norm, activation=activation, output_activation=output_activation,
-                            head=bool(head))
+        self.hparams = dict(
+            in_channels=in_channels, input_size=list(self.input_shape[1:]),
+            embedding_dim=embedding_dim, channels=list(channels),
+            strides=[[int(v) for v in s] if isinstance(s, (list, tuple)) else int(s)
+                     for s in strides],
+            kernel_size=kernel_size, norm=norm, activation=activation,
+            output_activation=output_activation, head=bool(head))
         _build(self, strides_hw)
 
 # %% ../nbs/02_model.ipynb #d0566773
-def _check_args(in_channels, embedding_dim, channels, strides, kernel_size, norm, activation, output_activation):
+def _check_args(in_channels, embedding_dim, channels, strides, kernel_size, norm, activation,
+                output_activation):
     "Validate `CNNAutoencoder` arguments; return the strides as (height, width) pairs."
-    for name, v in (('in_channels', in_channels), ('embedding_dim', embedding_dim), ('kernel_size', kernel_size)):
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1: raise ValueError(f"{name} must be a positive int, got {v!r}")
-    if kernel_size % 2 == 0: raise ValueError(f"kernel_size must be odd (so that 'same' padding keeps sizes exact), got {kernel_size}")
+    for name, v in (('in_channels', in_channels), ('embedding_dim', embedding_dim),
+                    ('kernel_size', kernel_size)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
+    if kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be odd (so that 'same' padding keeps sizes exact), "
+                         f"got {kernel_size}")
     channels, strides = list(channels), list(strides)
-    if not channels or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in channels):
+    if not channels or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 1
+                               for c in channels):
         raise ValueError(f"channels must be a non-empty list of positive ints, got {channels!r}")
     if len(strides) != len(channels):
-        raise ValueError(f"strides has {len(strides)} entries but channels has {len(channels)}: give one stride per stage, "
-                         f"e.g. channels={channels} with strides={[2] * len(channels)}")
+        raise ValueError(f"strides has {len(strides)} entries but channels has {len(channels)}: "
+                         f"give one stride per stage, e.g. channels={channels} with "
+                         f"strides={[2] * len(channels)}")
     _choice(norm, _NORMS, 'norm'); _choice(activation, _ACTIVATIONS, 'activation')
     _choice(output_activation, _OUTPUT_ACTIVATIONS, 'output_activation')
     return [as_pair(s, f"strides[{i}]") for i, s in enumerate(strides)]
@@ -139,43 +175,59 @@ def _build(model:CNNAutoencoder, strides_hw:list[tuple[int, int]]):
     hp, sizes = model.hparams, model.sizes
     k, norm, act, chans = hp['kernel_size'], hp['norm'], hp['activation'], hp['channels']
     ins = [hp['in_channels']] + chans[:-1]
-    model.encoder = nn.Sequential(*[conv_block(ins[i], chans[i], k, strides_hw[i], norm, act) for i in range(len(chans))])
+    model.encoder = nn.Sequential(*[conv_block(ins[i], chans[i], k, strides_hw[i], norm, act)
+                                    for i in range(len(chans))])
     h, w = sizes[-1]
     model.latent_shape = (chans[-1], h, w)
     flat = chans[-1] * h * w
     model.bottleneck = nn.Sequential(nn.Flatten(), nn.Linear(flat, hp['embedding_dim']))
-    model.expand = nn.Sequential(nn.Linear(hp['embedding_dim'], flat), _ACTIVATIONS[act](), nn.Unflatten(1, model.latent_shape))
+    model.expand = nn.Sequential(nn.Linear(hp['embedding_dim'], flat), _ACTIVATIONS[act](),
+                                 nn.Unflatten(1, model.latent_shape))
     ups = []
     for i in reversed(range(len(chans))):
-        pad = tuple(transposed_output_padding(sizes[i][a], sizes[i + 1][a], k, strides_hw[i][a]) for a in (0, 1))
-        if i == 0 and not hp['head']: ups.append(nn.ConvTranspose2d(chans[0], hp['in_channels'], k, strides_hw[0], k // 2, output_padding=pad))
-        else: ups.append(conv_block(chans[i], chans[max(i - 1, 0)], k, strides_hw[i], norm, act, output_padding=pad))
+        pad = tuple(transposed_output_padding(sizes[i][a], sizes[i + 1][a], k, strides_hw[i][a])
+                    for a in (0, 1))
+        if i == 0 and not hp['head']:
+            ups.append(nn.ConvTranspose2d(chans[0], hp['in_channels'], k, strides_hw[0], k // 2,
+                                          output_padding=pad))
+        else: ups.append(conv_block(chans[i], chans[max(i - 1, 0)], k, strides_hw[i], norm, act,
+                                    output_padding=pad))
     model.decoder = nn.Sequential(*ups)
     out = _OUTPUT_ACTIVATIONS[hp['output_activation']]()
-    model.head = nn.Sequential(nn.Conv2d(chans[0], hp['in_channels'], k, padding=k // 2), out) if hp['head'] else nn.Sequential(out)
+    model.head = (nn.Sequential(nn.Conv2d(chans[0], hp['in_channels'], k, padding=k // 2), out)
+                  if hp['head'] else nn.Sequential(out))
 
 # %% ../nbs/02_model.ipynb #146f6b32
 def _check_input(model:CNNAutoencoder, x:Tensor):
     "`ValueError` unless `x` is a batch of samples of the model's input shape."
     if x.ndim != 4 or tuple(x.shape[1:]) != model.input_shape:
-        raise ValueError(f"expected a batch of shape (B, {', '.join(map(str, model.input_shape))}), got {tuple(x.shape)}; "
+        raise ValueError(f"expected a batch of shape (B, {', '.join(map(str, model.input_shape))}),"
+                         f" got {tuple(x.shape)}; "
                          f"this model was built for samples of shape {model.input_shape}")
 
 @patch
-def encode(self:CNNAutoencoder, x:Tensor)->Tensor:
+def encode(self:CNNAutoencoder,
+           x:Tensor, # a batch (B, C, H, W) of the model's sample shape
+          )->Tensor: # codes (B, embedding_dim)
     "Latent codes `(B, embedding_dim)` of a batch `x` `(B, C, H, W)`."
     _check_input(self, x)
     return self.bottleneck(self.encoder(x))
 
+# %% ../nbs/02_model.ipynb #d7a3c1e5
 @patch
-def decode(self:CNNAutoencoder, z:Tensor)->Tensor:
+def decode(self:CNNAutoencoder,
+           z:Tensor, # codes (B, embedding_dim)
+          )->Tensor: # reconstructions (B, C, H, W)
     "Reconstructions `(B, C, H, W)` of the input's exact shape from codes `z` `(B, embedding_dim)`."
     if z.ndim != 2 or z.shape[1] != self.embedding_dim:
         raise ValueError(f"expected codes of shape (B, {self.embedding_dim}), got {tuple(z.shape)}")
     return self.head(self.decoder(self.expand(z)))
 
+# %% ../nbs/02_model.ipynb #a9f2e6b3
 @patch
-def forward(self:CNNAutoencoder, x:Tensor)->Tensor:
+def forward(self:CNNAutoencoder,
+            x:Tensor, # a batch (B, C, H, W)
+           )->Tensor: # its reconstruction, same shape
     "Reconstruction of `x`."
     return self.decode(self.encode(x))
 
@@ -183,22 +235,29 @@ def forward(self:CNNAutoencoder, x:Tensor)->Tensor:
 @patch
 def summary(self:CNNAutoencoder)->str:
     "A table of the model's blocks with their output shapes and parameter counts."
-    blocks = [(f"encoder.{i}", b) for i, b in enumerate(self.encoder)] + [('bottleneck', self.bottleneck), ('expand', self.expand)]
+    blocks = ([(f"encoder.{i}", b) for i, b in enumerate(self.encoder)]
+              + [('bottleneck', self.bottleneck), ('expand', self.expand)])
     blocks += [(f"decoder.{i}", b) for i, b in enumerate(self.decoder)] + [('head', self.head)]
     shapes = {}
-    hooks = [b.register_forward_hook(lambda mod, inp, out, n=n: shapes.__setitem__(n, tuple(out.shape[1:]))) for n, b in blocks]
+    hooks = [b.register_forward_hook(
+                 lambda mod, inp, out, n=n: shapes.__setitem__(n, tuple(out.shape[1:])))
+             for n, b in blocks]
     was_training = self.training
     try:
         self.eval()
         p = next(self.parameters())
-        with torch.no_grad(): self(torch.zeros(1, *self.input_shape, device=p.device, dtype=p.dtype))
+        with torch.no_grad():
+            self(torch.zeros(1, *self.input_shape, device=p.device, dtype=p.dtype))
     finally:
         for h in hooks: h.remove()
         self.train(was_training)
-    desc = lambda b: ', '.join(type(m).__name__ for m in b.children()) if isinstance(b, nn.Sequential) else type(b).__name__
-    rows = [(n, desc(b), 'x'.join(map(str, shapes[n])), sum(p.numel() for p in b.parameters())) for n, b in blocks]
+    desc = lambda b: (', '.join(type(m).__name__ for m in b.children())
+                      if isinstance(b, nn.Sequential) else type(b).__name__)
+    rows = [(n, desc(b), 'x'.join(map(str, shapes[n])), sum(p.numel() for p in b.parameters()))
+            for n, b in blocks]
     width = max(len(r[1]) for r in rows)
-    lines = [f"CNNAutoencoder: input {'x'.join(map(str, self.input_shape))} -> code {self.embedding_dim}",
+    lines = [f"CNNAutoencoder: input {'x'.join(map(str, self.input_shape))} "
+             f"-> code {self.embedding_dim}",
              f"{'block':<12} {'layers':<{width}} {'output':>12} {'params':>9}"]
     lines += [f"{n:<12} {d:<{width}} {s:>12} {c:>9,}" for n, d, s, c in rows]
     lines.append(f"total parameters: {sum(p.numel() for p in self.parameters()):,} "
@@ -210,7 +269,8 @@ def model_from_config(model_config:ModelConfig,        # the `model` section of 
                       sample_shape:tuple[int, int, int], # (C, H, W) of one sample
                      )->CNNAutoencoder:
     "Build the `CNNAutoencoder` described by `model_config` for samples of `sample_shape`."
-    if len(sample_shape) != 3: raise ValueError(f"sample_shape must be (C, H, W), got {tuple(sample_shape)}")
+    if len(sample_shape) != 3:
+        raise ValueError(f"sample_shape must be (C, H, W), got {tuple(sample_shape)}")
     c, h, w = (int(v) for v in sample_shape)
     k = model_config.kernel_size
     if why := kernel_size_problem((h, w), model_config.strides, k):
@@ -223,7 +283,8 @@ def tiny_autoencoder(sample_shape:tuple[int, int, int]=(1, 16, 16), # (C, H, W) 
                      embedding_dim:int=4,                            # size of the latent code
                      seed:int=0,                                     # seed of the initial weights
                     )->CNNAutoencoder:
-    "A small seeded `CNNAutoencoder` (channels 4 and 8, two stride-2 stages) for tests and examples."
+    "A small seeded `CNNAutoencoder` (channels 4 and 8, strides 2 and 2) for tests and examples."
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return CNNAutoencoder(sample_shape[0], tuple(sample_shape[1:]), embedding_dim, channels=(4, 8), strides=(2, 2))
+        return CNNAutoencoder(sample_shape[0], tuple(sample_shape[1:]), embedding_dim,
+                              channels=(4, 8), strides=(2, 2))
