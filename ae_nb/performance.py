@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
+from fastcore.basics import patch
 import torch
 from torch import nn, Tensor
 
@@ -17,17 +18,19 @@ from .config import AEConfig, config_to_dict, cache_dir
 
 # %% auto #0
 __all__ = ['MEASURED', 'AMP_DTYPES', 'MARGIN', 'TUNE_SHARE', 'TUNE_MIN_S', 'COMPILE_MIN_RUN_S', 'Speedups', 'fused_available',
-           'rule_speedups', 'fits_on_device', 'time_steps', 'apply_layout', 'compile_model', 'begin_step', 'StepRig',
-           'candidate_name', 'tune_speedups', 'device_name', 'timings_key', 'timings_path', 'load_timings',
-           'save_timings']
+           'fits_on_device', 'rule_speedups', 'time_steps', 'apply_layout', 'compile_model', 'begin_step', 'StepRig',
+           'candidate_name', 'tune_speedups', 'device_name', 'timings_key', 'timings_path', 'save_timings',
+           'load_timings']
 
 # %% ../nbs/02a_performance.ipynb #4057d70d
-MEASURED = ('amp', 'channels_last', 'fused_optimizer')  # settings timed in every combination when `auto`
+# settings timed in every combination when `auto`
+MEASURED = ('amp', 'channels_last', 'fused_optimizer')
 AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
 
+# %% ../nbs/02a_performance.ipynb #6e2a9c14
 @dataclass
 class Speedups:
-    "The speed settings a run uses, and how each was decided (`set`, `rule`, `measured` or `checkpoint`)."
+    "Speed settings a run uses and how each was decided: `set`, `rule`, `measured`, `checkpoint`."
     amp: str = 'none'              # autocast precision: none, bf16 or fp16
     channels_last: bool = False    # NHWC layout for the model and its batches
     fused_optimizer: bool = False  # one-kernel optimizer step
@@ -35,55 +38,42 @@ class Speedups:
     cudnn_benchmark: bool = False  # cuDNN algorithm search per input shape
     data_on_device: bool = False   # train/val arrays resident on the GPU
     how: dict = field(default_factory=dict)        # setting -> how it was decided
-    timings_ms: dict = field(default_factory=dict) # candidate -> measured ms per step (and `compile_s`)
+    timings_ms: dict = field(default_factory=dict) # candidate -> ms per step (and `compile_s`)
 
     @property
     def amp_dtype(self)->torch.dtype|None: return AMP_DTYPES.get(self.amp)
 
-    def settings(self)->dict:
-        "The six settings alone, as plain data."
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ('how', 'timings_ms')}
+# %% ../nbs/02a_performance.ipynb #2a6d8f0e
+@patch
+def settings(self:Speedups)->dict:
+    "The six settings alone, as plain data."
+    return {f.name: getattr(self, f.name) for f in fields(self)
+            if f.name not in ('how', 'timings_ms')}
 
-    def __str__(self):
-        return ', '.join(f"{k} {v} ({self.how.get(k, 'rule')})" for k, v in self.settings().items())
+# %% ../nbs/02a_performance.ipynb #b0d9e3a5
+@patch
+def __str__(self:Speedups):
+    "Each setting with how it was decided: `amp bf16 (measured), channels_last False (rule), ...`."
+    return ', '.join(f"{k} {v} ({self.how.get(k, 'rule')})" for k, v in self.settings().items())
 
 # %% ../nbs/02a_performance.ipynb #19f5bbc4
-def _bf16_ok(device:torch.device)->bool: return device.type == 'cuda' and torch.cuda.is_bf16_supported()
+def _bf16_ok(device:torch.device)->bool:
+    "Whether `device` runs bf16 autocast well: a CUDA GPU that supports it."
+    return device.type == 'cuda' and torch.cuda.is_bf16_supported()
 
+# %% ../nbs/02a_performance.ipynb #a5c2e8d4
 @functools.lru_cache(maxsize=None)
 def fused_available(device_type:str, # `cpu`, `cuda` or `mps`
                     optimizer:str,    # `adamw`, `adam` or `sgd`
                    )->bool:
-    "Whether this PyTorch has a fused `optimizer` for `device_type` (CPU ones came in 2.4), found by trying one step."
+    "Whether PyTorch has a fused `optimizer` for `device_type` (CPU ones came in 2.4), tried once."
     p = torch.zeros(1, device=device_type, requires_grad=True)
     p.grad = torch.zeros_like(p)
     cls = {'adamw': torch.optim.AdamW, 'adam': torch.optim.Adam, 'sgd': torch.optim.SGD}[optimizer]
     try: cls([p], lr=0.1, fused=True).step(); return True
     except (RuntimeError, ValueError, TypeError): return False
 
-def rule_speedups(config:AEConfig,          # `resources.performance`, `training.amp`, `experiment.deterministic`
-                  device:torch.device,      # where the run trains
-                  data_bytes:int=0,         # bytes of the arrays `data_on_device` would hold
-                 )->Speedups:
-    "Every setting from the config where it is fixed, from a rule where it is `auto`."
-    perf, amp, cuda = config.resources.performance, config.training.amp, device.type == 'cuda'
-    s, how = Speedups(), {}
-    def pick(name, value, rule):
-        setattr(s, name, rule if value == 'auto' else value); how[name] = 'rule' if value == 'auto' else 'set'
-    pick('amp', amp, 'bf16' if _bf16_ok(device) else 'none')
-    pick('channels_last', perf.channels_last, False)
-    fused_ok = fused_available(device.type, config.training.optimizer)
-    if perf.fused_optimizer is True and not fused_ok:
-        raise ValueError(f"resources.performance.fused_optimizer: true, but PyTorch {torch.__version__} has no fused "
-                         f"{config.training.optimizer} on {device.type} (use auto or false)")
-    pick('fused_optimizer', perf.fused_optimizer, cuda and fused_ok)
-    pick('compile', perf.compile, 'off')
-    pick('cudnn_benchmark', perf.cudnn_benchmark, cuda and not config.experiment.deterministic)
-    pick('data_on_device', perf.data_on_device, cuda and fits_on_device(data_bytes, device, perf.device_memory_share))
-    if s.amp in ('bf16', 'fp16') and device.type == 'cpu' and how['amp'] == 'rule': s.amp = 'none'
-    s.how = how
-    return s
-
+# %% ../nbs/02a_performance.ipynb #c6f0b2e8
 def fits_on_device(nbytes:int,              # bytes to keep resident
                    device:torch.device,     # a CUDA device (anything else: False)
                    share:float=0.5,         # largest share of the free memory to take
@@ -93,10 +83,40 @@ def fits_on_device(nbytes:int,              # bytes to keep resident
     free, _ = torch.cuda.mem_get_info(device)
     return nbytes <= share * free
 
+# %% ../nbs/02a_performance.ipynb #d8a3f1c7
+def rule_speedups(config:AEConfig,     # the run's performance, amp and deterministic settings
+                  device:torch.device, # where the run trains
+                  data_bytes:int=0,    # bytes of the arrays `data_on_device` would hold
+                 )->Speedups:
+    "Every setting from the config where it is fixed, from a rule where it is `auto`."
+    perf, amp, cuda = config.resources.performance, config.training.amp, device.type == 'cuda'
+    s, how = Speedups(), {}
+    def pick(name, value, rule):
+        setattr(s, name, rule if value == 'auto' else value)
+        how[name] = 'rule' if value == 'auto' else 'set'
+    pick('amp', amp, 'bf16' if _bf16_ok(device) else 'none')
+    pick('channels_last', perf.channels_last, False)
+    fused_ok = fused_available(device.type, config.training.optimizer)
+    if perf.fused_optimizer is True and not fused_ok:
+        raise ValueError(f"resources.performance.fused_optimizer: true, but PyTorch "
+                         f"{torch.__version__} has no fused {config.training.optimizer} on "
+                         f"{device.type} (use auto or false)")
+    pick('fused_optimizer', perf.fused_optimizer, cuda and fused_ok)
+    pick('compile', perf.compile, 'off')
+    pick('cudnn_benchmark', perf.cudnn_benchmark, cuda and not config.experiment.deterministic)
+    pick('data_on_device', perf.data_on_device,
+         cuda and fits_on_device(data_bytes, device, perf.device_memory_share))
+    if s.amp in ('bf16', 'fp16') and device.type == 'cpu' and how['amp'] == 'rule':
+        s.amp = 'none'
+    s.how = how
+    return s
+
 # %% ../nbs/02a_performance.ipynb #014306cf
 def _sync(device:torch.device):
+    "Wait for `device` to finish its queued work (only CUDA queues any)."
     if device.type == 'cuda': torch.cuda.synchronize(device)
 
+# %% ../nbs/02a_performance.ipynb #e9b3d7a0
 def time_steps(step:Callable[[], object], # one training step
                device:torch.device,        # synchronised before each clock reading
                steps:int=10,               # timed steps
@@ -111,97 +131,164 @@ def time_steps(step:Callable[[], object], # one training step
     return t1 - t0, 1e3 * (t2 - t1) / steps
 
 # %% ../nbs/02a_performance.ipynb #0fb01eef
-def apply_layout(model:nn.Module, channels_last:bool)->nn.Module:
+def apply_layout(model:nn.Module,    # changed in place
+                 channels_last:bool, # True: NHWC; False: back to contiguous NCHW
+                )->nn.Module:        # `model` itself
     "`model` with its 4-D weights in channels-last (or back in contiguous) memory format, in place."
     return model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
-def compile_model(model:nn.Module, mode:str)->nn.Module:
-    "`model` compiled in `mode` (`off`: the model itself); one static graph per batch shape, so epochs never recompile."
+# %% ../nbs/02a_performance.ipynb #b7e4c2f9
+def compile_model(model:nn.Module, # the model to compile
+                  mode:str,        # `off`, `default`, `reduce-overhead` or `max-autotune`
+                 )->nn.Module:     # the compiled model, or `model` itself for `off`
+    "`model` compiled in `mode` (`off`: itself), one static graph per batch shape (no recompiles)."
     if mode == 'off': return model
     return torch.compile(model, mode=None if mode == 'default' else mode, dynamic=False)
 
-def begin_step(mode:str):
-    "Tell CUDA graphs (compile mode `reduce-overhead`) that a new step starts: the previous step's outputs may be reused."
+# %% ../nbs/02a_performance.ipynb #3d7b1e6f
+def begin_step(mode:str, # the compile mode the step runs under
+              ):
+    "Tell CUDA graphs (`reduce-overhead`) a step starts: the previous step's outputs may be reused."
     if mode == 'reduce-overhead': torch.compiler.cudagraph_mark_step_begin()
 
+# %% ../nbs/02a_performance.ipynb #f2c8a4e6
 def _rng_state(device:torch.device)->dict:
-    return {'cpu': torch.get_rng_state(), 'cuda': torch.cuda.get_rng_state(device) if device.type == 'cuda' else None}
+    "The CPU's random state and, on a CUDA device, that device's."
+    return {'cpu': torch.get_rng_state(),
+            'cuda': torch.cuda.get_rng_state(device) if device.type == 'cuda' else None}
 
 def _set_rng_state(state:dict, device:torch.device):
+    "Restore what `_rng_state` saved."
     torch.set_rng_state(state['cpu'])
     if state['cuda'] is not None: torch.cuda.set_rng_state(state['cuda'], device)
 
+# %% ../nbs/02a_performance.ipynb #9c5a1f8b
 class StepRig:
-    "What one candidate's training step runs on; `close` restores the model's weights, statistics and random state."
+    "What a candidate's training step runs on; `close` restores weights, statistics, random state."
     def __init__(self, model:nn.Module,     # the run's model, on its device
                  batch:Tensor,               # a real training batch on the same device
                  make_optimizer:Callable,    # (model, fused) -> an optimizer of the run's kind
-                 step_fn:Callable,           # (model, batch, optimizer, amp_dtype) -> loss: the run's step
+                 # (model, batch, optimizer, amp_dtype) -> loss: the run's step
+                 step_fn:Callable,
                 ):
-        self.model, self.batch, self.make_optimizer, self.step_fn = model, batch, make_optimizer, step_fn
-        self.state, self.rng, self.compiled = None, None, {}   # the model's state is copied before the first step, if any
+        self.model, self.batch = model, batch
+        self.make_optimizer, self.step_fn = make_optimizer, step_fn
+        # the model's state is copied before the first step, if any
+        self.state, self.rng, self.compiled = None, None, {}
 
-    def step_for(self, s:Speedups)->Callable[[], object]:
-        "A no-argument training step under the settings `s`."
-        if self.state is None: self.state, self.rng = copy.deepcopy(self.model.state_dict()), _rng_state(self.batch.device)
-        apply_layout(self.model, s.channels_last).train()
-        if s.compile not in self.compiled: self.compiled[s.compile] = compile_model(self.model, s.compile)
-        model, opt = self.compiled[s.compile], self.make_optimizer(self.model, s.fused_optimizer)
-        batch = self.batch.contiguous(memory_format=torch.channels_last if s.channels_last else torch.contiguous_format)
-        return lambda: (begin_step(s.compile), self.step_fn(model, batch, opt, s.amp_dtype))
+# %% ../nbs/02a_performance.ipynb #a3f7d0c5
+@patch
+def step_for(self:StepRig,
+             s:Speedups, # the candidate
+            )->Callable[[], object]:
+    "A no-argument training step under the settings `s`."
+    if self.state is None:
+        self.state, self.rng = copy.deepcopy(self.model.state_dict()), _rng_state(self.batch.device)
+    apply_layout(self.model, s.channels_last).train()
+    if s.compile not in self.compiled:
+        self.compiled[s.compile] = compile_model(self.model, s.compile)
+    model, opt = self.compiled[s.compile], self.make_optimizer(self.model, s.fused_optimizer)
+    batch = self.batch.contiguous(
+        memory_format=torch.channels_last if s.channels_last else torch.contiguous_format)
+    return lambda: (begin_step(s.compile), self.step_fn(model, batch, opt, s.amp_dtype))
 
-    def close(self, channels_last:bool):
-        "Put back the weights, statistics and random state; leave the model in the chosen layout."
-        if self.state is not None: self.model.load_state_dict(self.state); _set_rng_state(self.rng, self.batch.device)
-        apply_layout(self.model, channels_last)
+# %% ../nbs/02a_performance.ipynb #b6d2a9e0
+@patch
+def close(self:StepRig,
+          channels_last:bool, # the layout the run trains in
+         ):
+    "Put back the weights, statistics and random state; leave the model in the chosen layout."
+    if self.state is not None:
+        self.model.load_state_dict(self.state); _set_rng_state(self.rng, self.batch.device)
+    apply_layout(self.model, channels_last)
 
 # %% ../nbs/02a_performance.ipynb #00f53959
 MARGIN = 0.03            # a candidate must be this much faster to replace the current choice
 TUNE_SHARE = 0.05        # share of the estimated run time the eager search may take
 TUNE_MIN_S = 0.5         # seconds the eager search may always take
-COMPILE_MIN_RUN_S = 300  # estimated eager run time below which compiling is not tried (timing it costs a compilation)
+# estimated eager run time below which compiling is not tried (timing it costs a compilation)
+COMPILE_MIN_RUN_S = 300
 
-def candidate_name(s:Speedups)->str:
+# %% ../nbs/02a_performance.ipynb #e4c7a2f5
+def candidate_name(s:Speedups, # a candidate
+                  )->str:      # `amp=...,channels_last=0|1,fused=0|1,compile=...`
     "A stable name for the settings that change step time, the key of its timing."
-    return f"amp={s.amp},channels_last={int(s.channels_last)},fused={int(s.fused_optimizer)},compile={s.compile}"
+    return (f"amp={s.amp},channels_last={int(s.channels_last)},fused={int(s.fused_optimizer)},"
+            f"compile={s.compile}")
 
+# %% ../nbs/02a_performance.ipynb #c2a5e8d1
 def _with(s:Speedups, **changes)->Speedups:
     "A copy of `s` with `changes`."
     t = copy.deepcopy(s)
     for k, v in changes.items(): setattr(t, k, v)
     return t
 
+# %% ../nbs/02a_performance.ipynb #d5f1b8a3
 def _candidates(start:Speedups, names:list[str], device:torch.device)->list[Speedups]:
-    "Every combination of the measured settings `names` (amp: bf16 or none, and only where bf16 runs), `start` first."
+    "All combinations of the measured settings `names` (amp: none or bf16), `start` first."
     out = [start]
     for name in names:
         values = ['none', 'bf16'] if name == 'amp' else [False, True]
-        out = [_with(s, **{name: v}) for s in out for v in sorted(values, key=lambda v: v != getattr(start, name))]
+        out = [_with(s, **{name: v}) for s in out
+               for v in sorted(values, key=lambda v: v != getattr(start, name))]
     return out
+
+# %% ../nbs/02a_performance.ipynb #9e2d7a1c
+def _timed(rig:StepRig,  # the run's rig
+           timings:dict, # candidate name -> ms per step, filled in here
+           s:Speedups,   # the candidate
+           steps:int,    # timed steps, if it has to be timed
+          )->float:      # ms per step
+    "Milliseconds per step of candidate `s`, from `timings` or timed on `rig` (and then stored)."
+    key = candidate_name(s)
+    if key not in timings:
+        warm, timings[key] = time_steps(rig.step_for(s), rig.batch.device, steps=steps,
+                                        warmup=3 if s.compile != 'off' else 2)
+        if s.compile != 'off': timings[key + ':compile_s'] = warm
+    return timings[key]
+
+# %% ../nbs/02a_performance.ipynb #6a1c4f8d
+def _to_measure(config:AEConfig, best:Speedups, device:torch.device)->tuple[list[str], bool]:
+    "The settings of `MEASURED` left to time on `device`, and whether compiling is to be tried."
+    can_vary = {'amp': _bf16_ok(device), 'channels_last': True,
+                'fused_optimizer': fused_available(device.type, config.training.optimizer)}
+    auto = [n for n in MEASURED if best.how[n] == 'rule' and can_vary[n]]
+    return auto, best.how['compile'] == 'rule'
+
+# %% ../nbs/02a_performance.ipynb #8f3b6e1d
+def _with_compile(best:Speedups, # the eager winner
+                  rig:StepRig,   # the run's rig
+                  timings:dict,  # candidate name -> ms per step (and compile seconds)
+                  total_steps:int, # steps the run has left
+                 )->Speedups:    # `best` or its compiled copy, `how['compile']` measured
+    "`best` compiled if that pays over `total_steps`, else `best` itself."
+    mode = 'reduce-overhead' if rig.batch.device.type == 'cuda' else 'default'
+    compiled = _with(best, compile=mode)
+    eager, fast = _timed(rig, timings, best, 10), _timed(rig, timings, compiled, 10)
+    compile_s = timings[candidate_name(compiled) + ':compile_s']
+    if compile_s + fast * total_steps / 1e3 < (1 - MARGIN) * eager * total_steps / 1e3:
+        best = compiled
+    best.how['compile'] = 'measured'
+    return best
 
 # %% ../nbs/02a_performance.ipynb #471da86d
 def tune_speedups(config:AEConfig,        # the run's configuration
-                  rig:StepRig,            # model, batch, optimizer factory and step function of the run
+                  rig:StepRig,            # the run's model, batch, optimizer factory and step
                   total_steps:int,        # training steps the run has left
                   data_bytes:int=0,       # bytes `data_on_device` would keep resident
-                  timings:dict|None=None, # earlier timings of this setup (`load_timings`): not measured again
+                  timings:dict|None=None, # this setup's earlier timings (`load_timings`), reused
                   log:Callable=print,     # where the decision is reported
-                 )->Speedups:             # the settings to train with; `timings_ms` holds every timing
-    "Decide each `auto` setting of `config` by timing real training steps; return the fastest settings."
+                 )->Speedups:             # the settings to train with, every timing in `timings_ms`
+    "Decide each `auto` setting of `config` by timing real training steps; return the fastest."
     device, timings = rig.batch.device, dict(timings or {})
     best = rule_speedups(config, device, data_bytes)
-    can_vary = {'amp': _bf16_ok(device), 'channels_last': True, 'fused_optimizer': fused_available(device.type, config.training.optimizer)}
-    auto = [n for n in MEASURED if best.how[n] == 'rule' and can_vary[n]]
-    try_compile = best.how['compile'] == 'rule'
-    if not config.resources.performance.tune or config.experiment.deterministic or not (auto or try_compile): return best
-    def ms(s:Speedups, steps:int)->float:
-        key = candidate_name(s)
-        if key not in timings:
-            warm, timings[key] = time_steps(rig.step_for(s), device, steps=steps, warmup=3 if s.compile != 'off' else 2)
-            if s.compile != 'off': timings[key + ':compile_s'] = warm
-        return timings[key]
+    auto, try_compile = _to_measure(config, best, device)
+    if (not config.resources.performance.tune or config.experiment.deterministic
+            or not (auto or try_compile)): return best
+    ms = functools.partial(_timed, rig, timings)
     try:
-        est = timings.get(candidate_name(best)) or time_steps(rig.step_for(best), device, steps=2, warmup=1)[1]
+        est = (timings.get(candidate_name(best))
+               or time_steps(rig.step_for(best), device, steps=2, warmup=1)[1])
         run_s = est * total_steps / 1e3
         candidates = _candidates(best, auto, device)
         steps = min(10, int(max(TUNE_MIN_S, TUNE_SHARE * run_s) * 1e3 / est / len(candidates)) - 2)
@@ -209,26 +296,27 @@ def tune_speedups(config:AEConfig,        # the run's configuration
             fastest = min(candidates, key=lambda s: ms(s, steps))
             if ms(fastest, steps) < (1 - MARGIN) * ms(best, steps): best = fastest
             best.how.update({n: 'measured' for n in auto})
-        elif auto: log(f"speed settings: a run of about {run_s:.0f} s is too short to time {', '.join(auto)}; rules decide")
+        elif auto:
+            log(f"speed settings: a run of about {run_s:.0f} s is too short to time "
+                f"{', '.join(auto)}; rules decide")
         if try_compile and run_s >= COMPILE_MIN_RUN_S:
-            compiled = _with(best, compile='reduce-overhead' if device.type == 'cuda' else 'default')
-            eager, fast = ms(best, 10), ms(compiled, 10)
-            if timings[candidate_name(compiled) + ':compile_s'] + fast * total_steps / 1e3 < (1 - MARGIN) * eager * total_steps / 1e3:
-                best = compiled
-            best.how['compile'] = 'measured'
+            best = _with_compile(best, rig, timings, total_steps)
     finally: rig.close(best.channels_last)
     best.timings_ms = {k: round(v, 3) for k, v in timings.items()}
     return best
 
 # %% ../nbs/02a_performance.ipynb #e49bb209
-def device_name(device:torch.device)->str:
+def device_name(device:torch.device, # the device a run trains on
+               )->str:               # e.g. `NVIDIA H100 80GB HBM3`, `AMD EPYC 7742 (8 threads)`
     "A human-readable name of `device`: the GPU model, or the CPU model and thread count."
     if device.type == 'cuda': return torch.cuda.get_device_name(device)
     cpu = platform.processor() or platform.machine()
     if os.path.exists('/proc/cpuinfo'):
-        cpu = next((l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name')), cpu)
+        cpu = next((l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo')
+                    if l.startswith('model name')), cpu)
     return f"{cpu} ({torch.get_num_threads()} threads)"
 
+# %% ../nbs/02a_performance.ipynb #a0f4c8e2
 def timings_key(config:AEConfig,           # the run's configuration
                 model:nn.Module,           # the model (its `hparams`)
                 batch_shape:tuple,         # (B, C, H, W) of a training batch
@@ -238,23 +326,25 @@ def timings_key(config:AEConfig,           # the run's configuration
     "What a step's time depends on, as plain data."
     t = config.training
     return {'device': device_name(device), 'torch': torch.__version__, 'ae_nb': __version__,
-            'model': json.loads(json.dumps(getattr(model, 'hparams', None) or type(model).__name__, default=str)),
-            'batch': list(batch_shape), 'optimizer': t.optimizer, 'loss': t.loss, 'grad_clip': t.grad_clip, 'world_size': world_size}
+            'model': json.loads(json.dumps(getattr(model, 'hparams', None) or type(model).__name__,
+                                           default=str)),
+            'batch': list(batch_shape), 'optimizer': t.optimizer, 'loss': t.loss,
+            'grad_clip': t.grad_clip, 'world_size': world_size}
 
-def timings_path(config:AEConfig, key:dict)->Path:
+# %% ../nbs/02a_performance.ipynb #f5c1e9b7
+def timings_path(config:AEConfig, # the run's configuration (its cache folder)
+                 key:dict,        # `timings_key` of the setup
+                )->Path:          # `cache_dir/tuning/<hash>.json`
     "The timings file of `key` in the cache folder of `config`."
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
     return cache_dir(config)/'tuning'/f"{digest}.json"
 
-def load_timings(path:Path, key:dict)->dict:
-    "Timings stored for `key` in `path`; empty when there are none or the file is unreadable."
-    try:
-        stored = json.loads(Path(path).read_text())
-        return stored['timings_ms'] if stored.get('key') == key else {}
-    except (OSError, ValueError, KeyError, TypeError): return {}
-
-def save_timings(path:Path, key:dict, timings:dict)->bool:
-    "Store `timings` for `key` in `path` atomically; False (and nothing written) when the folder is not writable."
+# %% ../nbs/02a_performance.ipynb #b8d3a6f1
+def save_timings(path:Path,    # `timings_path` of the setup
+                 key:dict,     # `timings_key` of the setup, stored with the timings
+                 timings:dict, # candidate name -> ms per step
+                )->bool:       # False (and nothing written) where the folder is not writable
+    "Store `timings` for `key` in `path` atomically; False when the folder is not writable."
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -263,3 +353,13 @@ def save_timings(path:Path, key:dict, timings:dict)->bool:
         os.replace(tmp, path)
         return True
     except OSError: return False
+
+# %% ../nbs/02a_performance.ipynb #c7f9b1e3
+def load_timings(path:Path, # `timings_path` of the setup
+                 key:dict,  # `timings_key` of the setup
+                )->dict:    # candidate name -> ms per step; empty when none are stored
+    "Timings stored for `key` in `path`; empty when there are none or the file is unreadable."
+    try:
+        stored = json.loads(Path(path).read_text())
+        return stored['timings_ms'] if stored.get('key') == key else {}
+    except (OSError, ValueError, KeyError, TypeError): return {}
