@@ -354,6 +354,13 @@ def save_timings(path:Path,    # `timings_path` of the setup
         return True
     except OSError: return False
 
+# %% ../nbs/02a_performance.ipynb #5e8d1b3a
+def _usable_timings(timings)->bool:
+    "Whether `timings` is what `tune_speedups` stores: names mapped to finite numbers >= 0."
+    return isinstance(timings, dict) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < float('inf')
+        for v in timings.values())
+
 # %% ../nbs/02a_performance.ipynb #c7f9b1e3
 def load_timings(path:Path, # `timings_path` of the setup
                  key:dict,  # `timings_key` of the setup
@@ -361,5 +368,6 @@ def load_timings(path:Path, # `timings_path` of the setup
     "Timings stored for `key` in `path`; empty when there are none or the file is unreadable."
     try:
         stored = json.loads(Path(path).read_text())
-        return stored['timings_ms'] if stored.get('key') == key else {}
-    except (OSError, ValueError, KeyError, TypeError): return {}
+        timings = stored['timings_ms'] if stored.get('key') == key else {}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError): return {}
+    return timings if _usable_timings(timings) else {}
