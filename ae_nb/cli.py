@@ -10,8 +10,8 @@ from pathlib import Path
 
 from fastcore.basics import patch
 
-from .config import (AEConfig, ConfigError, apply_config_overrides, config_to_yaml, load_config,
-                          run_dir, validate_configuration)
+from .config import (AEConfig, ConfigError, apply_config_overrides, config_to_yaml,
+                          load_config, run_dir, validate_configuration)
 from .runfolder import claim_run_folder, results_dir_problem, set_aside_previous_run
 
 # %% auto #0
@@ -27,19 +27,25 @@ EXIT_OK, EXIT_ERROR, EXIT_SIGHUP, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 129, 130, 14
 def parse_arguments(argv:list[str]|None=None, # arguments (default: `sys.argv[1:]`)
                    )->argparse.Namespace:
     "Parse `ae_train`'s command line."
-    p = argparse.ArgumentParser(prog='ae_train', description="Train a convolutional autoencoder (ae_nb).",
-                                epilog="Example: ae_train --override training.epochs=5 --override experiment.results_dir=/tmp/runs")
-    p.add_argument('--config', metavar='FILE', help="YAML config file (default: the packaged default config)")
+    p = argparse.ArgumentParser(prog='ae_train',
+                                description="Train a convolutional autoencoder (ae_nb).",
+                                epilog="Example: ae_train --override training.epochs=5 "
+                                       "--override experiment.results_dir=/tmp/runs")
+    p.add_argument('--config', metavar='FILE',
+                   help="YAML config file (default: the packaged default config)")
     p.add_argument('--override', metavar='KEY=VALUE', action='append', default=[],
                    help="change one setting, e.g. training.epochs=5 (repeatable; values are YAML)")
-    p.add_argument('--dry-run', action='store_true', help="print the resolved config as YAML and exit; writes nothing")
-    p.add_argument('--validate-config', action='store_true', help="check the config, print every problem, and exit")
+    p.add_argument('--dry-run', action='store_true',
+                   help="print the resolved config as YAML and exit; writes nothing")
+    p.add_argument('--validate-config', action='store_true',
+                   help="check the config, print every problem, and exit")
     p.add_argument('--restart', nargs='?', const='auto', metavar='auto|PATH',
                    help="resume from the newest valid checkpoint of this run (auto) or from PATH")
     return p.parse_args(argv)
 
 # %% ../nbs/06_cli.ipynb #59a2e210
-def resolve_config(args:argparse.Namespace)->AEConfig:
+def resolve_config(args:argparse.Namespace, # from `parse_arguments`
+                  )->AEConfig:
     "Load, override and validate the configuration named by `args` (raises `ConfigError`)."
     overrides = list(args.override)
     if args.restart: overrides += ['training.restart=true', f"training.restart_from={args.restart}"]
@@ -51,6 +57,7 @@ class _Buffer(logging.Handler):
     def __init__(self): super().__init__(); self.records = []
     def emit(self, record): self.records.append(record)
 
+# %% ../nbs/06_cli.ipynb #e2b76d15
 def setup_logging(level:str='INFO', # console level; train.log gets everything
                  )->logging.Logger:
     "The `ae_nb` logger: plain lines on stdout at `level`, records kept for `train.log`."
@@ -99,9 +106,10 @@ class Environment:
 
 # %% ../nbs/06_cli.ipynb #7c2d9e41
 def setup_environment(config:AEConfig, # resolved configuration
-                      rank:int=0,       # process rank of a distributed run: only rank 0 writes files and logs
+                      # process rank of a distributed run: only rank 0 writes files and logs
+                      rank:int=0,
                      )->Environment:
-    "Set threads, seeds and determinism, claim the run folder and start logging (nothing written yet)."
+    "Set threads, seeds and determinism, claim the run folder, start logging (nothing written yet)."
     import torch
     from ae_nb.trainer import seed_everything
     if config.resources.threads: torch.set_num_threads(config.resources.threads)
@@ -118,9 +126,10 @@ def setup_environment(config:AEConfig, # resolved configuration
 
 # %% ../nbs/06_cli.ipynb #8d3e0f52
 @patch
-def commit(self:Environment, fresh:bool=True, # a new run: move an earlier run in the folder aside first
+def commit(self:Environment,
+           fresh:bool=True, # a new run: move an earlier run in the folder aside first
           ):
-    "Make the run folder this run's: set an earlier run aside (fresh), write config.yaml, open train.log."
+    "Own the folder: set an earlier run aside (if fresh), write config.yaml, open train.log."
     if self.committed or self.lock is None: return
     if fresh: set_aside_previous_run(self.run_dir, self.log.info)
     text = config_to_yaml(self.config)
@@ -139,12 +148,14 @@ def auto_threads(model,              # the autoencoder, with `input_shape`
     from torch.utils.flop_counter import FlopCounterMode
     was_training = model.training
     model.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter: model(torch.zeros(1, *model.input_shape))
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, *model.input_shape))
     model.train(was_training)
     return 1 if 3 * counter.get_total_flops() * batch_size < SMALL_STEP_FLOPS else None
 
 # %% ../nbs/06_cli.ipynb #b6bdbf48
-def resume_command(config:AEConfig)->str:
+def resume_command(config:AEConfig, # the run's resolved configuration
+                  )->str:
     "The shell command that resumes this run from its newest valid checkpoint."
     cfg_file = run_dir(config)/'config.yaml'
     cmd = f"ae_train --config {shlex.quote(str(cfg_file))} --restart auto"
@@ -154,67 +165,83 @@ def resume_command(config:AEConfig)->str:
     return cmd if cfg_file.is_absolute() else f"cd {shlex.quote(os.getcwd())} && {cmd}"
 
 # %% ../nbs/06_cli.ipynb #70a13e23
-def exit_code_for(exc:BaseException)->int:
-    "Exit code for a run that ended with `exc`: 128 + the signal's number for a signal, 1 otherwise."
+def exit_code_for(exc:BaseException, # what ended the run
+                 )->int:
+    "Exit code for a run that ended with `exc`: 128 + the signal's number for a signal, else 1."
     signum = getattr(exc, 'signum', None)
     if signum is not None: return 128 + int(signum)
     return EXIT_SIGINT if isinstance(exc, KeyboardInterrupt) else EXIT_ERROR
 
 # %% ../nbs/06_cli.ipynb #17c37182
-def _emergency_refusal(trainer, exc:BaseException)->str|None:
+def _emergency_refusal(trainer,           # the `TrainerAE`, or None if training had not started
+                       exc:BaseException, # what ended the run
+                      )->str|None:
     "Why no emergency checkpoint may be saved from `trainer` after `exc` (None: it may)."
     from ae_nb.trainer import TrainingAborted, TrainingError
-    if trainer is None or getattr(trainer, 'optimizer', None) is None: return "training had not started"
+    if trainer is None or getattr(trainer, 'optimizer', None) is None:
+        return "training had not started"
     if type(exc).__name__ == 'RunFolderLost': return "this run no longer owns its folder"
     if isinstance(exc, TrainingError): return "the model's state is not usable"
     if isinstance(exc, TrainingAborted): return "the run was abandoned at once, possibly mid-step"
     if trainer.mid_step: return "the failure came in the middle of an optimizer step"
     return None
 
-def _latest_point(trainer)->str:
+# %% ../nbs/06_cli.ipynb #1a7e3c5b
+def _latest_point(trainer, # a `TrainerAE` that saved no emergency checkpoint
+                 )->str:
     "Where a run that saved no emergency checkpoint resumes from, in words."
     epochs = len(trainer.history['epoch'])
     return (f"{trainer.checkpoint_dir/'latest.pth'} (end of epoch {epochs}) is the resume point"
             if epochs else "no epoch has finished, so a restart begins from scratch")
 
 # %% ../nbs/06_cli.ipynb #9a4b1c6e
-USER_ERRORS = ('ConfigError', 'DataError', 'RestartError', 'CheckpointError', 'RunFolderBusy', 'ReportError')
-
-def _failure_line(exc:BaseException, code:int)->str:
+def _failure_line(exc:BaseException, # what ended the run
+                  code:int,          # its exit code, from `exit_code_for`
+                 )->str:
     "The one line that says how the run ended."
     signame = signal.Signals(code - 128).name if code > 128 else None
-    if type(exc).__name__ == 'TrainingAborted': return f"Training aborted at once by a third {signame}."
+    if type(exc).__name__ == 'TrainingAborted':
+        return f"Training aborted at once by a third {signame}."
     if type(exc).__name__ == 'RunFolderBusy': return f"ae_train: {exc}"
-    if signame == 'SIGHUP': return "Training stopped: the terminal closed or the connection dropped (SIGHUP)."
-    if signame: return f"Training {'interrupted' if signame == 'SIGINT' else 'terminated'} ({signame})."
+    if signame == 'SIGHUP':
+        return "Training stopped: the terminal closed or the connection dropped (SIGHUP)."
+    if signame:
+        return f"Training {'interrupted' if signame == 'SIGINT' else 'terminated'} ({signame})."
     return f"Training failed: {exc}"
 
 # %% ../nbs/06_cli.ipynb #2f8e6d31
 class _DeferSignals:
-    "Context manager: stop signals are acknowledged but do not interrupt (an emergency save, clean-up)."
+    "Context manager: stop signals are acknowledged, not obeyed (for an emergency save, clean-up)."
     def __enter__(self):
         from ae_nb.trainer import STOP_SIGNALS, say_in_handler
-        def note(signum, frame): say_in_handler(f"{signal.Signals(signum).name}: already stopping; saving "
-                                                "and cleaning up first (SIGKILL stops at once)", signum)
+        def note(signum, frame):
+            say_in_handler(f"{signal.Signals(signum).name}: already stopping; saving "
+                           "and cleaning up first (SIGKILL stops at once)", signum)
         main = threading.current_thread() is threading.main_thread()
         self.saved = {s: signal.signal(s, note) for s in STOP_SIGNALS} if main else {}
         return self
     def __exit__(self, *exc):
         for s, h in self.saved.items(): signal.signal(s, h)
 
+# %% ../nbs/06_cli.ipynb #4d1b7f3a
+USER_ERRORS = ('ConfigError', 'DataError', 'RestartError', 'CheckpointError', 'RunFolderBusy',
+               'ReportError')
+
 # %% ../nbs/06_cli.ipynb #5b7e0a93
-def handle_training_interruption(trainer,              # the `TrainerAE`, or None if training had not started
-                                 exc:BaseException,    # what ended the run
-                                 config:AEConfig,      # resolved configuration of the run
-                                 log:logging.Logger,   # run logger
-                                )->int:                # exit code: 1, or 128 + the signal's number
-    "Save an emergency checkpoint if the state allows it, log how to resume, clean up, return the exit code."
+def handle_training_interruption(trainer,            # the `TrainerAE`, or None before training
+                                 exc:BaseException,  # what ended the run
+                                 config:AEConfig,    # resolved configuration of the run
+                                 log:logging.Logger, # run logger
+                                )->int:              # exit code: 1, or 128 + the signal's number
+    "Save an emergency checkpoint if the state allows, log how to resume, and clean up."
     code = exit_code_for(exc)
     with _DeferSignals():
         log.error(_failure_line(exc, code))
-        if code == EXIT_ERROR and type(exc).__name__ not in USER_ERRORS and not isinstance(exc, OSError):
+        unexpected = type(exc).__name__ not in USER_ERRORS and not isinstance(exc, OSError)
+        if code == EXIT_ERROR and unexpected:
             logged = any(isinstance(h, logging.FileHandler) for h in log.handlers)
-            log.log(logging.DEBUG if logged else logging.ERROR, "Traceback of the failure:", exc_info=exc)
+            log.log(logging.DEBUG if logged else logging.ERROR, "Traceback of the failure:",
+                    exc_info=exc)
         refusal = _emergency_refusal(trainer, exc)
         if refusal is None:
             try: log.info(f"Emergency checkpoint: {trainer.save_checkpoint('emergency')}")
@@ -234,8 +261,9 @@ class _SignalHandlers:
         self.stopping = False
         def handler(signum, frame):
             name = signal.Signals(signum).name
-            if self.stopping: return say_in_handler(f"{name}: already stopping; saving and cleaning up first "
-                                                    "(SIGKILL stops at once)", signum)
+            if self.stopping:
+                return say_in_handler(f"{name}: already stopping; saving and cleaning up first "
+                                      "(SIGKILL stops at once)", signum)
             self.stopping = True
             say_in_handler(f"{name}: stopping", signum)
             raise TrainingInterrupted(signum)
@@ -246,7 +274,7 @@ class _SignalHandlers:
 
 # %% ../nbs/06_cli.ipynb #c3d7e2a0
 class _ExitGuard:
-    "The console script's stop-signal handler: `KeyboardInterrupt` until the run ends, then a quiet exit."
+    "Console script's stop-signal handler: `KeyboardInterrupt` until the run ends, then quiet exit."
     active = None   # the installed guard, if the console script installed one
     def __init__(self): self.code = None
     def __call__(self, signum, frame):
@@ -255,13 +283,17 @@ class _ExitGuard:
 
     def install(self):
         "Handle SIGINT, SIGTERM and SIGHUP with this guard, and ignore them once Python finalises."
-        signals = [getattr(signal, n) for n in ('SIGINT', 'SIGTERM', 'SIGHUP') if hasattr(signal, n)]
+        signals = [getattr(signal, n) for n in ('SIGINT', 'SIGTERM', 'SIGHUP')
+                   if hasattr(signal, n)]
         for s in signals: signal.signal(s, self)
-        atexit.register(lambda: [signal.signal(s, signal.SIG_IGN) for s in signals])  # runs after every
-        _ExitGuard.active = self                                         # hook registered later
+        # runs after every hook registered later
+        atexit.register(lambda: [signal.signal(s, signal.SIG_IGN) for s in signals])
+        _ExitGuard.active = self
         return self
 
-def _run_ended(code:int):
+# %% ../nbs/06_cli.ipynb #f1c8a5b0
+def _run_ended(code:int, # the run's exit code
+              ):
     "From now on a signal to the console script just exits with `code`."
     if _ExitGuard.active is not None: _ExitGuard.active.code = code
 
@@ -270,29 +302,28 @@ def main(config:AEConfig)->int:
     "Train, report and save one run described by `config`; return the exit code."
     from ae_nb.data import make_loaders, print_inputdata_stats
     from ae_nb.model import model_from_config
-    from ae_nb.trainer import TrainerAE, get_training_params, log_hyperparameters, init_distributed, close_distributed
+    from ae_nb.trainer import (TrainerAE, get_training_params, log_hyperparameters,
+                               init_distributed, close_distributed)
     import torch
     start, trainer, env, code = time.time(), None, None, EXIT_ERROR
     log = setup_logging(config.logging.level)
     with _SignalHandlers() as signals:
         try:
-            rank, world_size = init_distributed(config.resources.device)  # (0, 1) unless launched by torchrun
+            rank, world_size = init_distributed(config.resources.device)  # (0, 1) without torchrun
             env = _setup_all_ranks(config, rank, world_size)
             log = env.log
             splits = _load_data_rank0_first(config, log, rank, world_size)
             train_loader, val_loader, test_loader = make_loaders(splits, config, rank, world_size)
             print_inputdata_stats(splits, log=log.info)
             model = model_from_config(config.model, splits.sample_shape)
-            if config.resources.threads is None and (threads := auto_threads(model, config.data.batch_size)):
+            if (config.resources.threads is None
+                    and (threads := auto_threads(model, config.data.batch_size))):
                 torch.set_num_threads(threads)
             trainer = TrainerAE(model, config, train_loader, val_loader, norm=splits.norm,
-                                data_fingerprint=splits.fingerprint, run_dir=env.run_dir, log=log.info)
+                                data_fingerprint=splits.fingerprint, run_dir=env.run_dir,
+                                log=log.info)
             log_hyperparameters(config, get_training_params(config), log.info)
-            if config.training.restart: trainer.train_with_restart(config.training.restart_from, env.commit)
-            else:
-                env.commit(fresh=True)
-                trainer.setup_training()
-                trainer.train()
+            _train(trainer, config, env)
             code = _finish_run(trainer, model, splits, env, start) if rank == 0 else EXIT_OK
             signals.stopping = True
             trainer.cleanup()
@@ -307,22 +338,31 @@ def main(config:AEConfig)->int:
     return code
 
 # %% ../nbs/06_cli.ipynb #0c6d2a84
-def _setup_all_ranks(config:AEConfig, rank:int, world_size:int)->Environment:
-    "`setup_environment` on every process; if it fails on one (rank 0: the folder is busy), all stop."
+def _setup_all_ranks(config:AEConfig, # resolved configuration
+                     rank:int,        # this process's rank
+                     world_size:int,  # number of processes
+                    )->Environment:
+    "`setup_environment` on every process; if it fails on one (rank 0: folder busy), all stop."
     try: env, error = setup_environment(config, rank), None
     except Exception as e: env, error = None, e
     if world_size > 1:
         import torch, torch.distributed as dist
-        ok = torch.tensor([int(error is None)], device='cuda' if dist.get_backend() == 'nccl' else 'cpu')
+        device = 'cuda' if dist.get_backend() == 'nccl' else 'cpu'
+        ok = torch.tensor([int(error is None)], device=device)
         dist.all_reduce(ok, op=dist.ReduceOp.MIN)
         if error is None and not ok.item():
-            raise RuntimeError("another process of this run could not set up (rank 0's output says why)")
+            raise RuntimeError("another process of this run could not set up "
+                               "(rank 0's output says why)")
     if error is not None: raise error
     return env
 
 # %% ../nbs/06_cli.ipynb #4e8b1f07
-def _load_data_rank0_first(config:AEConfig, log:logging.Logger, rank:int, world_size:int):
-    "The data splits; in a distributed run rank 0 builds the cache first and the others then read it."
+def _load_data_rank0_first(config:AEConfig,    # resolved configuration
+                           log:logging.Logger, # run logger
+                           rank:int,           # this process's rank
+                           world_size:int,     # number of processes
+                          ):
+    "The data splits; in a distributed run rank 0 builds the cache first, the others then read it."
     from ae_nb.data import load_or_create_datasets
     if world_size == 1: return load_or_create_datasets(config, log=log.info)
     import torch.distributed as dist
@@ -330,20 +370,38 @@ def _load_data_rank0_first(config:AEConfig, log:logging.Logger, rank:int, world_
     dist.barrier()
     return splits if rank == 0 else load_or_create_datasets(config, log=log.info)
 
+# %% ../nbs/06_cli.ipynb #c0a6e9f4
+def _train(trainer,            # the run's `TrainerAE`
+           config:AEConfig,    # its resolved configuration
+           env:Environment,    # from `setup_environment`
+          ):
+    "Train from scratch or restart, as `config.training` says; commit the run folder when due."
+    if config.training.restart: trainer.train_with_restart(config.training.restart_from, env.commit)
+    else:
+        env.commit(fresh=True)
+        trainer.setup_training()
+        trainer.train()
+
 # %% ../nbs/06_cli.ipynb #6d0f3b58
-def _finish_run(trainer, model, splits, env:Environment, start:float)->int:
-    "Write the report and print the final results; a failed report is named, the model's place given."
+def _finish_run(trainer,         # the `TrainerAE` that finished
+                model,           # its model
+                splits,          # the run's data splits
+                env:Environment, # from `setup_environment`
+                start:float,     # `time.time()` when the run started
+               )->int:           # the exit code
+    "Write the report, print the final results; a failed report is named, the model's place given."
     from ae_nb.report import generate_full_report, print_final_results
     from ae_nb.trainer import CHECKPOINT_NAMES
     final, best = (trainer.checkpoint_dir/CHECKPOINT_NAMES[k] for k in ('final', 'best'))
     trainer._check_ownership()
-    if not final.is_file(): trainer.save_checkpoint('final')   # a restart of a run killed before it
+    # a restart of a run killed before it wrote its final checkpoint
+    if not final.is_file(): trainer.save_checkpoint('final')
     try: results = generate_full_report(model, splits, env.config, history=trainer.history,
                                         run_dir=env.run_dir, checkpoint=best, log=env.log.info)
     except OSError as e:
-        env.log.error(f"Training finished ({len(trainer.history['epoch'])} epochs), but the report could not "
-                      f"be written: {e}. The trained model is in {final}; write the report later with: "
-                      f"ae_report --checkpoint {best}")
+        env.log.error(f"Training finished ({len(trainer.history['epoch'])} epochs), but the report "
+                      f"could not be written: {e}. The trained model is in {final}; write the "
+                      f"report later with: ae_report --checkpoint {best}")
         return EXIT_ERROR
     results['checkpoints'] = {'final': str(final)} | results.get('checkpoints', {})
     results['wall_time_s'] = time.time() - start
@@ -352,21 +410,25 @@ def _finish_run(trainer, model, splits, env:Environment, start:float)->int:
     return EXIT_OK
 
 # %% ../nbs/06_cli.ipynb #2a5c7e19
-def environment_problems(config:AEConfig)->list[str]:
+def environment_problems(config:AEConfig, # resolved configuration
+                        )->list[str]:     # one line per problem, as `key: problem`
     "What stops `config` from running on this machine, found without writing anything."
     if int(os.environ.get('RANK', '0')): return []   # rank 0 checks for everyone
     problem = results_dir_problem(config.experiment.results_dir)
     return [f"experiment.results_dir: {problem}"] if problem else []
 
 # %% ../nbs/06_cli.ipynb #4af2b447
-def _print_problems(problems:list[str])->int:
+def _print_problems(problems:list[str], # lines of `ConfigError.problems`
+                   )->int:
     "Print configuration problems to stderr, one per line; return the exit code 1."
     n = len(problems)
     print(f"ae_train: invalid configuration ({n} problem{'s' * (n > 1)}):", file=sys.stderr)
     for p in problems: print(f"  {p}", file=sys.stderr)
     return EXIT_ERROR
 
-def _run(args:argparse.Namespace)->int:
+# %% ../nbs/06_cli.ipynb #7a0e4c2d
+def _run(args:argparse.Namespace, # from `parse_arguments`
+        )->int:
     "Resolve the configuration, then dry-run, validate or train; return the exit code."
     try: config = resolve_config(args)
     except ConfigError as e: return _print_problems(e.problems)
@@ -378,7 +440,7 @@ def _run(args:argparse.Namespace)->int:
 # %% ../nbs/06_cli.ipynb #b1e5d2c8
 def cli_main(argv:list[str]|None=None, # arguments (default: `sys.argv[1:]`)
             ):
-    "Entry point of `ae_train`: parse arguments, resolve the config, then dry-run, validate or train."
+    "Entry point of `ae_train`: parse arguments, resolve the config; dry-run, validate or train."
     if argv is None: _ExitGuard().install()   # the console script (a notebook keeps its handlers)
     args = parse_arguments(argv)
     try: code = _run(args)
@@ -389,22 +451,35 @@ def cli_main(argv:list[str]|None=None, # arguments (default: `sys.argv[1:]`)
     sys.exit(code)
 
 # %% ../nbs/06_cli.ipynb #297ac69c
-def _tool_parser(prog:str, description:str)->argparse.ArgumentParser:
+def _tool_parser(prog:str,        # the tool's name
+                 description:str, # what it does, for `--help`
+                )->argparse.ArgumentParser:
     "Parser with the arguments every checkpoint tool takes."
     p = argparse.ArgumentParser(prog=prog, description=description)
-    p.add_argument('--checkpoint', required=True, metavar='PATH', help="any ae_nb checkpoint (best.pth, final_checkpoint.pth, ...)")
-    p.add_argument('--device', default='cpu', help="where the model runs: cpu, cuda, cuda:N or mps (default: cpu)")
-    p.add_argument('--batch-size', type=int, default=256, help="samples per forward pass (default: 256)")
+    p.add_argument('--checkpoint', required=True, metavar='PATH',
+                   help="any ae_nb checkpoint (best.pth, final_checkpoint.pth, ...)")
+    p.add_argument('--device', default='cpu',
+                   help="where the model runs: cpu, cuda, cuda:N or mps (default: cpu)")
+    p.add_argument('--batch-size', type=int, default=256,
+                   help="samples per forward pass (default: 256)")
     return p
 
-def _add_input_args(p:argparse.ArgumentParser):
+# %% ../nbs/06_cli.ipynb #6d2a9f5c
+def _add_input_args(p:argparse.ArgumentParser, # a parser from `_tool_parser`
+                   ):
     "Arguments that say which raw files to read and how."
-    p.add_argument('--input', required=True, action='append', metavar='GLOB', help="raw files or folders (repeatable), e.g. '/vol/data/2025_*'")
-    p.add_argument('--skip-bad-files', action='store_true', help="skip unreadable files instead of stopping")
+    p.add_argument('--input', required=True, action='append', metavar='GLOB',
+                   help="raw files or folders (repeatable), e.g. '/vol/data/2025_*'")
+    p.add_argument('--skip-bad-files', action='store_true',
+                   help="skip unreadable files instead of stopping")
     p.add_argument('--npz-key', help="array to read from .npz files (default: the only one)")
-    p.add_argument('--layout', default='auto', choices=['auto', 'HW', 'CHW', 'NHW', 'NCHW'], help="axes of 3-axis arrays")
+    p.add_argument('--layout', default='auto', choices=['auto', 'HW', 'CHW', 'NHW', 'NCHW'],
+                   help="axes of 3-axis arrays")
 
-def _tool_main(run, argv:list[str]|None):
+# %% ../nbs/06_cli.ipynb #3e9f6c0a
+def _tool_main(run,                  # the tool's work, called with `argv`
+               argv:list[str]|None, # arguments (None: `sys.argv[1:]`)
+              ):
     "Run a checkpoint tool: user mistakes become one line on stderr and exit code 1."
     from ae_nb.data import DataError
     from ae_nb.trainer import CheckpointError
@@ -416,7 +491,10 @@ def _tool_main(run, argv:list[str]|None):
     sys.exit(EXIT_OK)
 
 # %% ../nbs/06_cli.ipynb #beaf8e7b
-def _write_csv(path:Path, header:list[str], rows):
+def _write_csv(path:Path,        # the CSV file
+               header:list[str], # column names
+               rows,             # iterable of rows, each a sequence of values
+              ):
     "Write `rows` under `header` to the CSV file `path`, atomically."
     import csv
     def write(tmp):
@@ -427,52 +505,77 @@ def _write_csv(path:Path, header:list[str], rows):
     _write_atomic(path, write)
 
 # %% ../nbs/06_cli.ipynb #5ddcbef3
-def _report(argv):
-    p = _tool_parser('ae_report', "Regenerate a run's test-set report from a checkpoint, without retraining.")
-    p.add_argument('--output', metavar='DIR', help="run folder that receives report/ (default: the checkpoint's run folder)")
+def _report(argv, # `ae_report`'s arguments
+           ):
+    "Regenerate a run's report from the checkpoint named in `argv`, and print its results."
+    p = _tool_parser('ae_report',
+                     "Regenerate a run's test-set report from a checkpoint, without retraining.")
+    p.add_argument('--output', metavar='DIR',
+                   help="run folder that receives report/ (default: the checkpoint's run folder)")
     args = p.parse_args(argv)
     from ae_nb.report import print_final_results, report_from_checkpoint
     results = report_from_checkpoint(args.checkpoint, run_dir=args.output)
     print_final_results(results)
 
-def report_main(argv:list[str]|None=None):
+# %% ../nbs/06_cli.ipynb #9d0f3e6b
+def report_main(argv:list[str]|None=None, # arguments (default: `sys.argv[1:]`)
+               ):
     "Entry point of `ae_report`."
     _tool_main(_report, argv)
 
 # %% ../nbs/06_cli.ipynb #c7c8f52f
-def _embed(argv):
-    p = _tool_parser('ae_embed', "Write the embeddings of raw files: FILE.npy, and FILE.csv mapping each row to its file and position.")
+def _embed(argv, # `ae_embed`'s arguments
+          ):
+    "Embed the raw files named in `argv`: write FILE.npy and its FILE.csv index."
+    p = _tool_parser('ae_embed', "Write the embeddings of raw files: FILE.npy, and FILE.csv "
+                                 "mapping each row to its file and position.")
     _add_input_args(p)
-    p.add_argument('--output', required=True, metavar='FILE', help="embeddings file (.npy); the index goes next to it as .csv")
+    p.add_argument('--output', required=True, metavar='FILE',
+                   help="embeddings file (.npy); the index goes next to it as .csv")
     args = p.parse_args(argv)
     import numpy as np
     from ae_nb.report import embed_files
-    codes, index = embed_files(args.checkpoint, args.input, args.batch_size, args.device, args.skip_bad_files, args.npz_key, args.layout)
+    codes, index = embed_files(args.checkpoint, args.input, args.batch_size, args.device,
+                               args.skip_bad_files, args.npz_key, args.layout)
     out = Path(args.output).with_suffix('.npy')
     _write_atomic(out, lambda tmp: np.save(tmp, codes))
-    _write_csv(out.with_suffix('.csv'), ['row', 'file', 'position'], ((i, f, pos) for i, (f, pos) in enumerate(index)))
-    print(f"{codes.shape[0]} embeddings of size {codes.shape[1]} -> {out} (index: {out.with_suffix('.csv')})")
+    _write_csv(out.with_suffix('.csv'), ['row', 'file', 'position'],
+               ((i, f, pos) for i, (f, pos) in enumerate(index)))
+    print(f"{codes.shape[0]} embeddings of size {codes.shape[1]} -> {out} "
+          f"(index: {out.with_suffix('.csv')})")
 
-def embed_main(argv:list[str]|None=None):
+# %% ../nbs/06_cli.ipynb #f0a7d3b6
+def embed_main(argv:list[str]|None=None, # arguments (default: `sys.argv[1:]`)
+              ):
     "Entry point of `ae_embed`."
     _tool_main(_embed, argv)
 
 # %% ../nbs/06_cli.ipynb #901ea134
-def _score(argv):
-    p = _tool_parser('ae_score', "Write per-sample reconstruction errors of raw files, flagged against the run's anomaly threshold.")
+def _score(argv, # `ae_score`'s arguments
+          ):
+    "Score the raw files named in `argv`: write per-sample MSE and flags to a CSV file."
+    p = _tool_parser('ae_score', "Write per-sample reconstruction errors of raw files, flagged "
+                                 "against the run's anomaly threshold.")
     _add_input_args(p)
-    p.add_argument('--output', required=True, metavar='FILE', help="scores file (.csv: file, position, mse, flagged)")
-    p.add_argument('--threshold', type=float, help="flag samples above this MSE (default: the threshold in the run's report)")
+    p.add_argument('--output', required=True, metavar='FILE',
+                   help="scores file (.csv: file, position, mse, flagged)")
+    p.add_argument('--threshold', type=float,
+                   help="flag samples above this MSE (default: the threshold in the run's report)")
     args = p.parse_args(argv)
     from ae_nb.report import score_files
-    s = score_files(args.checkpoint, args.input, args.threshold, args.batch_size, args.device, args.skip_bad_files, args.npz_key, args.layout)
+    s = score_files(args.checkpoint, args.input, args.threshold, args.batch_size, args.device,
+                    args.skip_bad_files, args.npz_key, args.layout)
     flags = s['flagged'] if s['flagged'] is not None else [''] * len(s['mse'])
-    rows = ((f, pos, f"{m:.6g}", flag if flag == '' else int(flag)) for (f, pos), m, flag in zip(s['index'], s['mse'], flags))
+    rows = ((f, pos, f"{m:.6g}", flag if flag == '' else int(flag))
+            for (f, pos), m, flag in zip(s['index'], s['mse'], flags))
     _write_csv(Path(args.output), ['file', 'position', 'mse', 'flagged'], rows)
-    summary = f"{int(sum(flags))} of {len(s['mse'])} flagged above {s['threshold']:.4g}" if s['threshold'] is not None else "no threshold: nothing flagged"
+    summary = (f"{int(sum(flags))} of {len(s['mse'])} flagged above {s['threshold']:.4g}"
+               if s['threshold'] is not None else "no threshold: nothing flagged")
     print(f"{len(s['mse'])} samples scored -> {args.output} ({summary})")
 
-def score_main(argv:list[str]|None=None):
+# %% ../nbs/06_cli.ipynb #8c2e5a1d
+def score_main(argv:list[str]|None=None, # arguments (default: `sys.argv[1:]`)
+              ):
     "Entry point of `ae_score`."
     _tool_main(_score, argv)
 
