@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from fastcore.basics import patch
 
-try: import fcntl                     # file locks (POSIX); without them parallel builds still end consistent
+# file locks (POSIX); without them parallel builds still end consistent
+try: import fcntl
 except ImportError: fcntl = None
 
 from .config import AEConfig, FilterConfig, cache_dir
@@ -25,9 +26,9 @@ from .config import AEConfig, FilterConfig, cache_dir
 __all__ = ['DIGITS_MAX', 'NORM_METHODS', 'RANGE_TOLERANCE', 'ARRAY_SUFFIXES', 'IMAGE_SUFFIXES', 'LAYOUTS', 'DATA_FORMAT_VERSION',
            'DataError', 'BadFileError', 'chunk_rows', 'synthetic_images', 'load_digits_arrays', 'channel_stats',
            'fit_normalization', 'normalize', 'denormalize', 'to_raw_units', 'channel_range', 'range_warning',
-           'ArrayDataset', 'DataSplits', 'RawFiles', 'find_raw_files', 'read_raw_file', 'config_raw_files',
+           'ArrayDataset', 'DataSplits', 'RawFiles', 'find_raw_files', 'config_raw_files', 'read_raw_file',
            'filter_samples', 'SourceScan', 'scan_samples', 'fill_splits', 'split_counts', 'split_indices',
-           'create_filtered_split_datasets', 'data_recipe', 'data_fingerprint', 'CacheError', 'CacheWriter',
+           'data_recipe', 'data_fingerprint', 'create_filtered_split_datasets', 'CacheError', 'CacheWriter',
            'write_cache', 'read_cache', 'recipe_changes', 'load_or_create_datasets', 'ArrayBatches', 'make_loaders',
            'print_inputdata_stats', 'make_example_raw_tree']
 
@@ -38,10 +39,11 @@ class DataError(ValueError):
 class BadFileError(DataError):
     "A raw file that cannot be read as samples; the message starts with the file's path."
 
+# %% ../nbs/01_data.ipynb #714f0579
 def chunk_rows(shape:Sequence[int],      # array shape (N, ...)
                elements:int=2**22,       # values per chunk (4 Mi: 32 MiB as float64)
               )->int:                    # rows per chunk, at least 1
-    "Rows of an (N, ...) array to process at a time, so temporaries stay small whatever the sample size."
+    "Rows of an (N, ...) array to process at a time, so temporaries stay small at any sample size."
     return max(1, elements // max(1, int(np.prod(shape[1:]))))
 
 # %% ../nbs/01_data.ipynb #8ef02999
@@ -55,9 +57,8 @@ def synthetic_images(n:int,          # number of images
     "Smooth random images (sums of Gaussian blobs), each scaled to [0, 1]."
     rng = np.random.default_rng(seed)
     shape = (n, channels, blobs, 1)
-    cy, cx = rng.uniform(0, 1, shape).astype(np.float32), rng.uniform(0, 1, shape).astype(np.float32)
-    sy, sx = rng.uniform(.08, .35, shape).astype(np.float32), rng.uniform(.08, .35, shape).astype(np.float32)
-    amp = rng.uniform(-1, 1, shape).astype(np.float32)
+    draw = lambda low, high: rng.uniform(low, high, shape).astype(np.float32)
+    cy, cx, sy, sx, amp = draw(0, 1), draw(0, 1), draw(.08, .35), draw(.08, .35), draw(-1, 1)
     ys, xs = np.linspace(0, 1, height, dtype=np.float32), np.linspace(0, 1, width, dtype=np.float32)
     out = np.empty((n, channels, height, width), np.float32)
     step = chunk_rows((n, channels * blobs, height + width, height))
@@ -74,15 +75,13 @@ def synthetic_images(n:int,          # number of images
 DIGITS_MAX = 16.0   # largest pixel value of scikit-learn's digits; the digits source divides by it
 
 def load_digits_arrays()->tuple[np.ndarray, np.ndarray]:
-    "scikit-learn's bundled digits: images float32 (1797, 1, 8, 8) in [0, 1] and labels int64 (1797,)."
+    "scikit-learn's digits: images float32 (1797, 1, 8, 8) in [0, 1] and labels int64 (1797,)."
     from sklearn.datasets import load_digits
     digits = load_digits()
     x = (digits.data / DIGITS_MAX).astype(np.float32).reshape(-1, 1, 8, 8)
     return x, digits.target.astype(np.int64)
 
 # %% ../nbs/01_data.ipynb #03a294f5
-NORM_METHODS = ('minmax', 'standard', 'none')
-
 def channel_stats(x:np.ndarray,    # samples (N, C, H, W); a memory map is read chunk by chunk
                   chunk:int|None=None, # samples per chunk (default: `chunk_rows`)
                  )->dict:          # per-channel lists: min, max, mean, std
@@ -99,20 +98,28 @@ def channel_stats(x:np.ndarray,    # samples (N, C, H, W); a memory map is read 
     std = np.sqrt(np.maximum(total_sq / max(count, 1) - mean**2, 0))
     return {k: v.tolist() for k, v in dict(min=lo, max=hi, mean=mean, std=std).items()}
 
+# %% ../nbs/01_data.ipynb #01788b46
+NORM_METHODS = ('minmax', 'standard', 'none')
+
 def fit_normalization(x:np.ndarray,        # train samples (N, C, H, W)
                       method:str='minmax',  # 'minmax', 'standard' or 'none'
                       stats:dict|None=None, # `channel_stats(x)`, when already computed
                      )->dict:               # {'method', 'shift', 'scale'}: plain data
     "Fit per-channel normalisation statistics on `x` (the train split)."
-    if method not in NORM_METHODS: raise DataError(f"data.normalize: expected one of {NORM_METHODS}, got {method!r}")
+    if method not in NORM_METHODS:
+        raise DataError(f"data.normalize: expected one of {NORM_METHODS}, got {method!r}")
     c = x.shape[1]
-    if method == 'none' or len(x) == 0: return {'method': method, 'shift': [0.0]*c, 'scale': [1.0]*c}
+    if method == 'none' or len(x) == 0:
+        return {'method': method, 'shift': [0.0]*c, 'scale': [1.0]*c}
     s = stats or channel_stats(x)
-    shift, spread = (s['min'], np.subtract(s['max'], s['min'])) if method == 'minmax' else (s['mean'], s['std'])
+    if method == 'minmax': shift, spread = s['min'], np.subtract(s['max'], s['min'])
+    else: shift, spread = s['mean'], s['std']
     if not np.isfinite(np.asarray(spread, np.float32)).all():
-        raise DataError(f"data.normalize: the train split's values span {min(s['min']):.3g} to {max(s['max']):.3g}, too wide to normalise "
-                        f"in float32; rescale the data or drop such samples with data.filters.value_range")
-    return {'method': method, 'shift': [float(v) for v in shift], 'scale': [float(v) if v > 0 else 1.0 for v in spread]}
+        raise DataError(f"data.normalize: the train split's values span {min(s['min']):.3g} to "
+                        f"{max(s['max']):.3g}, too wide to normalise in float32; rescale the data "
+                        f"or drop such samples with data.filters.value_range")
+    return {'method': method, 'shift': [float(v) for v in shift],
+            'scale': [float(v) if v > 0 else 1.0 for v in spread]}
 
 # %% ../nbs/01_data.ipynb #c799a7ed
 def _affine_params(x, norm:dict):
@@ -123,8 +130,10 @@ def _affine_params(x, norm:dict):
         return x.to(dtype), as_t(norm['shift']), as_t(norm['scale'])
     x = np.asarray(x)
     dtype = x.dtype if x.dtype.kind == 'f' else np.float32
-    return x.astype(dtype, copy=False), *(np.asarray(norm[k], dtype).reshape(-1, 1, 1) for k in ('shift', 'scale'))
+    shift, scale = (np.asarray(norm[k], dtype).reshape(-1, 1, 1) for k in ('shift', 'scale'))
+    return x.astype(dtype, copy=False), shift, scale
 
+# %% ../nbs/01_data.ipynb #2e35f511
 def normalize(x,          # samples (N, C, H, W) or (C, H, W): numpy array or torch tensor
               norm:dict,  # statistics from `fit_normalization`
              ):           # same type and shape as `x`
@@ -132,6 +141,7 @@ def normalize(x,          # samples (N, C, H, W) or (C, H, W): numpy array or to
     x, shift, scale = _affine_params(x, norm)
     return (x - shift) / scale
 
+# %% ../nbs/01_data.ipynb #10129eee
 def denormalize(x,          # normalised samples (N, C, H, W) or (C, H, W)
                 norm:dict,  # statistics from `fit_normalization`
                ):           # same type and shape as `x`, in the original units
@@ -151,8 +161,6 @@ def to_raw_units(norm:dict,            # from `fit_normalization`, in the source
     return out
 
 # %% ../nbs/01_data.ipynb #4f5b9614
-RANGE_TOLERANCE = 0.5  # share of the train range that inputs may reach beyond either end of it
-
 def channel_range(x:np.ndarray,        # samples (N, C, H, W); a memory map is read chunk by chunk
                   chunk:int|None=None, # samples per chunk (default: `chunk_rows`)
                  )->tuple[list[float], list[float]]: # per-channel minimum and maximum (NaN ignored)
@@ -165,6 +173,8 @@ def channel_range(x:np.ndarray,        # samples (N, C, H, W); a memory map is r
     return lo.tolist(), hi.tolist()
 
 # %% ../nbs/01_data.ipynb #106d49b3
+RANGE_TOLERANCE = 0.5  # share of the train range that inputs may reach beyond either end of it
+
 def range_warning(low:Sequence[float],  # per-channel minimum of the inputs, raw units
                   high:Sequence[float], # per-channel maximum of the inputs
                   norm:dict|None,       # stored normalisation with the train range (`min`, `max`)
@@ -183,15 +193,13 @@ def range_warning(low:Sequence[float],  # per-channel minimum of the inputs, raw
             "Are they scaled like the training files?")
 
 # %% ../nbs/01_data.ipynb #a62cd77f
-_SPLITS = ('train', 'val', 'test')
-
 @dataclass
 class ArrayDataset:
     "One split: normalised samples (N, C, H, W), optional labels, and where each sample came from."
-    x: np.ndarray                       # float32 (N, C, H, W), in memory or a read-only memory map
-    labels: np.ndarray | None = None    # int64 (N,), when the source has labels
-    index: np.ndarray | None = None     # int64 (N, 2): (file number in `files`, position in that file)
-    files: list[str] | None = None      # source files that `index` refers to
+    x: np.ndarray                    # float32 (N, C, H, W), in memory or a read-only memory map
+    labels: np.ndarray | None = None # int64 (N,), when the source has labels
+    index: np.ndarray | None = None  # int64 (N, 2): (file number in `files`, position in that file)
+    files: list[str] | None = None   # source files that `index` refers to
 
     def __len__(self): return len(self.x)
 
@@ -200,21 +208,28 @@ class ArrayDataset:
         "Shape (C, H, W) of one sample."
         return tuple(int(s) for s in self.x.shape[1:])
 
-    def source(self, i:int)->tuple[str, int]:
-        "The file sample `i` was read from and its position inside that file."
-        if self.index is None or self.files is None: raise DataError("this data set has no source index")
-        file_no, position = (int(v) for v in self.index[i])
-        return self.files[file_no], position
+# %% ../nbs/01_data.ipynb #4d85bbc2
+@patch
+def source(self:ArrayDataset, i:int)->tuple[str, int]:
+    "The file sample `i` was read from and its position inside that file."
+    if self.index is None or self.files is None:
+        raise DataError("this data set has no source index")
+    file_no, position = (int(v) for v in self.index[i])
+    return self.files[file_no], position
+
+# %% ../nbs/01_data.ipynb #c1c2a0c5
+_SPLITS = ('train', 'val', 'test')   # the splits of `DataSplits`, in order
 
 @dataclass
 class DataSplits:
-    "Train, validation and test sets with their normalisation, fingerprint and preparation statistics."
+    "The train, val and test sets with their normalisation, fingerprint and preparation statistics."
     train: ArrayDataset
     val: ArrayDataset
     test: ArrayDataset
-    norm: dict                                  # {'method', 'shift', 'scale'} fitted on train
-    fingerprint: str = ''                       # identifies the source files and every data setting
-    stats: dict = field(default_factory=dict)   # counts read/removed/kept, split sizes, cache hit or rebuild
+    norm: dict                    # {'method', 'shift', 'scale'} fitted on train
+    fingerprint: str = ''         # identifies the source files and every data setting
+    # counts read/removed/kept, split sizes, cache hit or rebuild
+    stats: dict = field(default_factory=dict)
 
     @property
     def sample_shape(self)->tuple[int, int, int]:
@@ -222,9 +237,6 @@ class DataSplits:
         return self.train.sample_shape
 
 # %% ../nbs/01_data.ipynb #56f885fc
-ARRAY_SUFFIXES = ('.npy', '.npz')
-IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.tif', '.tiff')
-
 def _walk(top:str)->Iterator[str]:
     "Paths below folder `top` (hidden ones aside), following links; each real folder entered once."
     seen, stack = {os.path.realpath(top)}, [top]
@@ -249,6 +261,7 @@ def _match_parts(pattern:tuple, parts:tuple)->bool:
     return (bool(parts) and fnmatch.fnmatchcase(parts[0], pattern[0])
             and _match_parts(pattern[1:], parts[1:]))
 
+# %% ../nbs/01_data.ipynb #e4897862
 def _glob(pattern:str)->list[str]:
     "Matches of one glob, as `glob.glob(recursive=True)` gives them, with `**` expanded by `_walk`."
     parts = Path(pattern).parts
@@ -259,6 +272,10 @@ def _glob(pattern:str)->list[str]:
         below = [p for p in _walk(top) if _match_parts(rest, Path(os.path.relpath(p, top)).parts)]
         out += [top] * (rest == ('**',)) + below
     return out
+
+# %% ../nbs/01_data.ipynb #73480831
+ARRAY_SUFFIXES = ('.npy', '.npz')
+IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.tif', '.tiff')
 
 def _pattern_files(pattern:str)->set[str]:
     "Absolute paths of the supported files one glob leads to (each folder matched walked once)."
@@ -275,11 +292,15 @@ def _pattern_files(pattern:str)->set[str]:
 class RawFiles(list):
     "The raw files `find_raw_files` found (a list of `Path`), and how many more paths led to them."
     duplicates: int = 0   # paths left out because they lead to a file already listed
-    def note(self)->str:
-        "One line on the paths left out."
-        return (f"{self.duplicates} path(s) lead to files already listed "
-                "(symbolic links or overlapping globs): each file is read once")
 
+# %% ../nbs/01_data.ipynb #b335762d
+@patch
+def note(self:RawFiles)->str:
+    "One line on the paths left out."
+    return (f"{self.duplicates} path(s) lead to files already listed "
+            "(symbolic links or overlapping globs): each file is read once")
+
+# %% ../nbs/01_data.ipynb #35352943
 def _real_key(path:str)->str:
     "What identifies the file at `path`: its real path (a broken link: itself, refused by name)."
     return path if os.path.islink(path) and not os.path.exists(path) else os.path.realpath(path)
@@ -302,53 +323,6 @@ def find_raw_files(raw_glob:str|Sequence[str], # glob or globs of folders and/or
     files.duplicates = total - len(paths)
     return files
 
-# %% ../nbs/01_data.ipynb #11b70af6
-LAYOUTS = ('auto', 'HW', 'CHW', 'NHW', 'NCHW')
-
-def _image_frames(path:Path)->np.ndarray:
-    "All frames of an image file as (N, C, H, W)."
-    from PIL import Image, ImageSequence
-    frames = []
-    with Image.open(path) as img:
-        for frame in ImageSequence.Iterator(img):
-            if frame.mode not in ('L', 'I', 'I;16', 'F', 'RGB', 'RGBA'): frame = frame.convert('RGB' if frame.mode in ('P', 'CMYK', 'YCbCr') else 'L')
-            a = np.asarray(frame)
-            frames.append(a[None] if a.ndim == 2 else np.moveaxis(a, -1, 0))
-    return np.stack(frames)
-
-def _load_raw(path:Path, npz_key:str|None):
-    "The array stored in `path` (images already as (N, C, H, W)); any failure becomes `BadFileError`."
-    suffix = path.suffix.lower()
-    if path.is_symlink() and not path.exists(): raise BadFileError(f"{path}: a broken symbolic link (to {os.readlink(path)})")
-    try:
-        if suffix == '.npy': return np.load(path, allow_pickle=False)
-        if suffix == '.npz':
-            with np.load(path, allow_pickle=False) as archive:
-                keys = list(archive.keys())
-                if npz_key is not None and npz_key not in keys: raise BadFileError(f"{path}: has no array {npz_key!r} (data.npz_key); it holds {keys}")
-                if npz_key is None and len(keys) != 1: raise BadFileError(f"{path}: holds {len(keys)} arrays {keys}; set data.npz_key to choose one")
-                return archive[npz_key or keys[0]]
-        return _image_frames(path)
-    except BadFileError: raise
-    except Exception as e: raise BadFileError(f"{path}: cannot read ({type(e).__name__}: {e})") from None
-
-# %% ../nbs/01_data.ipynb #a57f165f
-def read_raw_file(path:str|Path,        # .npy, .npz or image file
-                  npz_key:str|None=None, # array to take from a .npz (default: its only array)
-                  layout:str='auto',     # axes of 3-axis arrays: 'CHW' or 'NHW' ('auto' refuses to guess)
-                 )->np.ndarray:          # float32 (N, C, H, W)
-    "Read the samples stored in one raw file."
-    path = Path(path)
-    a = _load_raw(path, npz_key)
-    if path.suffix.lower() in IMAGE_SUFFIXES: axes = 'NCHW'
-    elif layout != 'auto' and a.ndim == len(layout): axes = layout
-    elif a.ndim in (2, 4): axes = {2: 'HW', 4: 'NCHW'}[a.ndim]
-    elif a.ndim == 3: raise DataError(f"{path}: a 3-axis array {a.shape} is ambiguous; set data.layout to CHW (one sample) or NHW (many)")
-    else: raise BadFileError(f"{path}: expected 2 to 4 axes (HW, CHW, NHW or NCHW), got shape {a.shape}")
-    if a.dtype.kind not in 'biuf': raise BadFileError(f"{path}: expected numbers, got an array of dtype {a.dtype}")
-    a = {'HW': lambda: a[None, None], 'CHW': lambda: a[None], 'NHW': lambda: a[:, None], 'NCHW': lambda: a}[axes]()
-    return np.ascontiguousarray(a, dtype=np.float32)
-
 # %% ../nbs/01_data.ipynb #f950a8f6
 def config_raw_files(config:AEConfig)->RawFiles:
     "The raw files of `config`'s folder source, leaving out anything inside its cache folder."
@@ -362,13 +336,71 @@ def config_raw_files(config:AEConfig)->RawFiles:
     files.duplicates = found.duplicates
     return files
 
+# %% ../nbs/01_data.ipynb #11b70af6
+def _image_frames(path:Path)->np.ndarray:
+    "All frames of an image file as (N, C, H, W)."
+    from PIL import Image, ImageSequence
+    frames = []
+    with Image.open(path) as img:
+        for frame in ImageSequence.Iterator(img):
+            if frame.mode not in ('L', 'I', 'I;16', 'F', 'RGB', 'RGBA'):
+                frame = frame.convert('RGB' if frame.mode in ('P', 'CMYK', 'YCbCr') else 'L')
+            a = np.asarray(frame)
+            frames.append(a[None] if a.ndim == 2 else np.moveaxis(a, -1, 0))
+    return np.stack(frames)
+
+# %% ../nbs/01_data.ipynb #53d96091
+def _load_raw(path:Path, npz_key:str|None):
+    "The array in `path` (images already as (N, C, H, W)); any failure becomes `BadFileError`."
+    suffix = path.suffix.lower()
+    if path.is_symlink() and not path.exists():
+        raise BadFileError(f"{path}: a broken symbolic link (to {os.readlink(path)})")
+    try:
+        if suffix == '.npy': return np.load(path, allow_pickle=False)
+        if suffix == '.npz':
+            with np.load(path, allow_pickle=False) as archive:
+                keys = list(archive.keys())
+                if npz_key is not None and npz_key not in keys:
+                    raise BadFileError(f"{path}: has no array {npz_key!r} (data.npz_key); "
+                                       f"it holds {keys}")
+                if npz_key is None and len(keys) != 1:
+                    raise BadFileError(f"{path}: holds {len(keys)} arrays {keys}; "
+                                       "set data.npz_key to choose one")
+                return archive[npz_key or keys[0]]
+        return _image_frames(path)
+    except BadFileError: raise
+    except Exception as e:
+        raise BadFileError(f"{path}: cannot read ({type(e).__name__}: {e})") from None
+
+# %% ../nbs/01_data.ipynb #a57f165f
+LAYOUTS = ('auto', 'HW', 'CHW', 'NHW', 'NCHW')
+
+def read_raw_file(path:str|Path,        # .npy, .npz or image file
+                  npz_key:str|None=None, # array to take from a .npz (default: its only array)
+                  # axes of 3-axis arrays: 'CHW' or 'NHW' ('auto' refuses to guess)
+                  layout:str='auto',
+                 )->np.ndarray:          # float32 (N, C, H, W)
+    "Read the samples stored in one raw file."
+    path = Path(path)
+    a = _load_raw(path, npz_key)
+    if path.suffix.lower() in IMAGE_SUFFIXES: axes = 'NCHW'
+    elif layout != 'auto' and a.ndim == len(layout): axes = layout
+    elif a.ndim in (2, 4): axes = {2: 'HW', 4: 'NCHW'}[a.ndim]
+    elif a.ndim == 3:
+        raise DataError(f"{path}: a 3-axis array {a.shape} is ambiguous; set data.layout to CHW "
+                        "(one sample) or NHW (many)")
+    else:
+        raise BadFileError(f"{path}: expected 2 to 4 axes (HW, CHW, NHW or NCHW), "
+                           f"got shape {a.shape}")
+    if a.dtype.kind not in 'biuf':
+        raise BadFileError(f"{path}: expected numbers, got an array of dtype {a.dtype}")
+    a = {'HW': lambda: a[None, None], 'CHW': lambda: a[None], 'NHW': lambda: a[:, None],
+         'NCHW': lambda: a}[axes]()
+    return np.ascontiguousarray(a, dtype=np.float32)
+
 # %% ../nbs/01_data.ipynb #40262e76
-def filter_samples(x:np.ndarray,          # samples (N, C, H, W)
-                   filters:FilterConfig,  # `config.data.filters`
-                   chunk:int|None=None,   # samples per chunk (default: `chunk_rows`)
-                  )->tuple[np.ndarray, dict]: # boolean keep-mask (N,), samples removed by each enabled rule
-    "Apply the non-finite, constant, value-range and min-std rules; count what each removed."
-    chunk = chunk or chunk_rows(x.shape)
+def _filter_rules(filters:FilterConfig)->dict:
+    "Enabled rules in order: name -> test of flattened samples (n, values), True where one passes."
     rules = {}
     if filters.drop_nonfinite: rules['nonfinite'] = lambda f: np.isfinite(f).all(1)
     if filters.drop_constant: rules['constant'] = lambda f: ~(f.max(1) == f.min(1))
@@ -376,6 +408,16 @@ def filter_samples(x:np.ndarray,          # samples (N, C, H, W)
         low, high = filters.value_range
         rules['value_range'] = lambda f: (f.min(1) >= low) & (f.max(1) <= high)
     if filters.min_std is not None: rules['min_std'] = lambda f: f.std(1) >= filters.min_std
+    return rules
+
+# %% ../nbs/01_data.ipynb #236f3a55
+def filter_samples(x:np.ndarray,          # samples (N, C, H, W)
+                   filters:FilterConfig,  # `config.data.filters`
+                   chunk:int|None=None,   # samples per chunk (default: `chunk_rows`)
+                  )->tuple[np.ndarray, dict]: # keep-mask (N,) and samples removed per enabled rule
+    "Apply the non-finite, constant, value-range and min-std rules; count what each removed."
+    chunk = chunk or chunk_rows(x.shape)
+    rules = _filter_rules(filters)
     keep, removed = np.ones(len(x), bool), {}
     passes = {name: np.empty(len(x), bool) for name in rules}
     for a in range(0, len(x), chunk):
@@ -390,69 +432,94 @@ def filter_samples(x:np.ndarray,          # samples (N, C, H, W)
 # %% ../nbs/01_data.ipynb #9fa68193
 @dataclass
 class SourceScan:
-    "What one pass over a source found: per file its sample shape and which samples pass the filters."
-    names: list[str]                 # source file names; `index` refers to them by number
-    entries: list[tuple[int, np.ndarray]] # (file number, keep-mask) of each readable file of the kept shape
-    sample_shape: tuple[int, int, int]    # (C, H, W) of every kept sample
-    held: dict                       # file number -> samples kept in memory from the first pass
-    removed: dict                    # samples removed by each rule (and unreadable files)
-    bad_files: list[str]             # messages of skipped files
-    samples_read: int                # samples in all readable files
+    "What a pass over a source found: per file its sample shape and which samples pass the filters."
+    names: list[str]                   # source file names; `index` refers to them by number
+    # (file number, keep-mask) of each readable file of the kept shape
+    entries: list[tuple[int, np.ndarray]]
+    sample_shape: tuple[int, int, int] # (C, H, W) of every kept sample
+    held: dict                         # file number -> samples kept in memory from the first pass
+    removed: dict                      # samples removed by each rule (and unreadable files)
+    bad_files: list[str]               # messages of skipped files
+    samples_read: int                  # samples in all readable files
 
     @property
     def index(self)->np.ndarray:
         "(file number, position in file) of every kept sample, in source order."
-        rows = [np.stack([np.full(keep.sum(), i), np.flatnonzero(keep)], 1) for i, keep in self.entries]
+        rows = [np.stack([np.full(keep.sum(), i), np.flatnonzero(keep)], 1)
+                for i, keep in self.entries]
         return np.concatenate(rows).astype(np.int64) if rows else np.zeros((0, 2), np.int64)
 
 # %% ../nbs/01_data.ipynb #44de4e98
 def _shape_fits(shape:tuple, want:tuple|None)->bool:
+    "Whether sample shape `shape` (C, H, W) is `want`: all of it, or (H, W) alone; None takes any."
     return want is None or (shape == want if len(want) == 3 else shape[1:] == want)
 
+# %% ../nbs/01_data.ipynb #a19b9a8c
 def _shape_problem(shapes:dict, names:Sequence[str])->str:
     "Error message listing each sample shape with its sample count and a few of its files."
-    lines = [f"  {s}: {sum(n for _, n in v)} samples in {len(v)} files, e.g. " + ', '.join(str(names[i]) for i, _ in v[:3])
+    lines = [f"  {s}: {sum(n for _, n in v)} samples in {len(v)} files, e.g. "
+             + ', '.join(str(names[i]) for i, _ in v[:3])
              for s, v in sorted(shapes.items(), key=lambda kv: -len(kv[1]))]
     return ("raw files hold samples of different shapes (C, H, W):\n" + '\n'.join(lines) +
             "\nset data.filters.expected_shape to keep one shape")
 
+# %% ../nbs/01_data.ipynb #22ac3797
+def _nothing_kept(names:Sequence[str], bad:list[str], n_read:int, want:tuple|None,
+                  others:set)->DataError:
+    "The error for a scan that kept no sample: no file was readable, or none had the shape wanted."
+    if not n_read:
+        return DataError(f"none of the {len(names)} files could be read, "
+                         f"e.g. {bad[0] if bad else names[0]}")
+    return DataError(f"no samples left after the shape filter (data.filters.expected_shape "
+                     f"{list(want or [])}); shapes found: {sorted(others)}")
+
+# %% ../nbs/01_data.ipynb #4be870fe
 def scan_samples(names:Sequence[str],              # source names (file paths)
-                 read:Callable[[int], np.ndarray],  # file number -> samples (N, C, H, W); raises `BadFileError`
+                 # file number -> samples (N, C, H, W); raises `BadFileError`
+                 read:Callable[[int], np.ndarray],
                  filters:FilterConfig,              # `config.data.filters`
-                 skip_bad_files:bool=False,         # skip (and count) unreadable files instead of raising
-                 hold_bytes:float=0,                # keep arrays from this pass in memory up to this many bytes
+                 # skip (and count) unreadable files instead of raising
+                 skip_bad_files:bool=False,
+                 # keep arrays from this pass in memory up to this many bytes
+                 hold_bytes:float=0,
                 )->SourceScan:
     "First pass: read every file, check shapes, apply the filters and count what each rule removed."
     want = tuple(filters.expected_shape) if filters.expected_shape else None
-    entries, held, bad, shapes, others, removed, n_read, n_held = [], {}, [], {}, set(), {'unreadable_files': 0, 'shape': 0}, 0, 0
+    entries, held, bad, shapes, others, n_read, n_held = [], {}, [], {}, set(), 0, 0
+    removed = {'unreadable_files': 0, 'shape': 0}
     for i in range(len(names)):
         try: a = read(i)
         except BadFileError as e:
-            if not skip_bad_files: raise BadFileError(f"{e} (set data.skip_bad_files: true to skip unreadable files)") from None
+            if not skip_bad_files:
+                hint = "set data.skip_bad_files: true to skip unreadable files"
+                raise BadFileError(f"{e} ({hint})") from None
             bad.append(str(e)); removed['unreadable_files'] += 1; continue
         n_read += len(a)
-        if not _shape_fits(a.shape[1:], want): removed['shape'] += len(a); others.add(a.shape[1:]); continue
+        if not _shape_fits(a.shape[1:], want):
+            removed['shape'] += len(a); others.add(a.shape[1:]); continue
         shapes.setdefault(a.shape[1:], []).append((i, len(a)))
         keep, counts = filter_samples(a, filters)
         for rule, n in counts.items(): removed[rule] = removed.get(rule, 0) + n
         entries.append((i, keep))
         if keep.any() and n_held + a.nbytes <= hold_bytes: held[i] = a; n_held += a.nbytes
     if len(shapes) > 1: raise DataError(_shape_problem(shapes, names))
-    if not shapes:
-        if not n_read: raise DataError(f"none of the {len(names)} files could be read, e.g. {bad[0] if bad else names[0]}")
-        raise DataError(f"no samples left after the shape filter (data.filters.expected_shape {list(want or [])}); shapes found: {sorted(others)}")
-    return SourceScan(list(map(str, names)), entries, next(iter(shapes)), held, removed, bad, n_read)
+    if not shapes: raise _nothing_kept(names, bad, n_read, want, others)
+    return SourceScan(list(map(str, names)), entries, next(iter(shapes)), held, removed, bad,
+                      n_read)
 
 # %% ../nbs/01_data.ipynb #c11854d8
 def fill_splits(scan:SourceScan,                  # result of `scan_samples`
                 read:Callable[[int], np.ndarray],  # the same reader (files not held are read again)
-                parts:Sequence[np.ndarray],        # sorted positions in `scan.index` of each split's samples
-                outs:Sequence[np.ndarray],         # one (len(part), C, H, W) array per split, filled in place
-                chunk:int|None=None,               # samples copied at a time (default: `chunk_rows`)
+                # sorted positions in `scan.index` of each split's samples
+                parts:Sequence[np.ndarray],
+                # one (len(part), C, H, W) array per split, filled in place
+                outs:Sequence[np.ndarray],
+                chunk:int|None=None,               # samples per copy (default: `chunk_rows`)
                ):
     "Second pass: copy every kept sample into its split array, in source order."
     chunk = chunk or chunk_rows((0, *scan.sample_shape))
-    split_of, slot = np.full(sum(len(p) for p in parts), -1, np.int64), np.zeros(sum(len(p) for p in parts), np.int64)
+    n = sum(len(p) for p in parts)
+    split_of, slot = np.full(n, -1, np.int64), np.zeros(n, np.int64)
     for s, p in enumerate(parts): split_of[p], slot[p] = s, np.arange(len(p))
     k = 0
     for i, keep in scan.entries:
@@ -461,7 +528,8 @@ def fill_splits(scan:SourceScan,                  # result of `scan_samples`
         if a is None:
             a = read(i)
             if a.shape[1:] != scan.sample_shape or len(a) != len(keep):
-                raise DataError(f"{scan.names[i]} changed while the data set was being built; run again")
+                raise DataError(f"{scan.names[i]} changed while the data set was being built; "
+                                "run again")
         for c in range(0, len(a), chunk):
             rows = np.asarray(a[c:c + chunk])[keep[c:c + chunk]]
             where, at = split_of[k:k + len(rows)], slot[k:k + len(rows)]
@@ -475,14 +543,16 @@ def split_counts(n:int,                 # number of samples
                 )->list[int]:           # samples per split
     "Split sizes: rounded, at least one for each positive ratio, the rest to train."
     val, test = (max(1, round(n * r)) if r > 0 else 0 for r in ratios[1:])
-    if n - val - test < 1: raise DataError(f"{n} samples are too few for a train/val/test split of {list(ratios)}")
+    if n - val - test < 1:
+        raise DataError(f"{n} samples are too few for a train/val/test split of {list(ratios)}")
     return [n - val - test, val, test]
 
+# %% ../nbs/01_data.ipynb #377fb6c8
 def split_indices(n:int,                     # number of samples
                   ratios:Sequence[float],    # train, val, test fractions (sum 1)
                   seed:int=0,                # same seed, same split
                   groups:np.ndarray|None=None, # group id per sample: a group stays in one split
-                 )->tuple[np.ndarray, np.ndarray, np.ndarray]: # sorted sample indices of train, val, test
+                 )->tuple[np.ndarray, np.ndarray, np.ndarray]: # sorted indices of train, val, test
     "Seeded train/val/test split by ratios, optionally keeping groups together."
     rng, targets = np.random.default_rng(seed), np.array(split_counts(n, ratios), float)
     if groups is None:
@@ -498,8 +568,40 @@ def split_indices(n:int,                     # number of samples
     parts = tuple(np.flatnonzero(where == s) for s in range(3))
     for name, part, t in zip(('train', 'val', 'test'), parts, targets):
         if t > 0 and len(part) == 0:
-            raise DataError(f"data.split.group_by: {len(ids)} groups are too few to give the {name} split any samples; add files or use group_by: none")
+            raise DataError(f"data.split.group_by: {len(ids)} groups are too few to give the "
+                            f"{name} split any samples; add files or use group_by: none")
     return parts
+
+# %% ../nbs/01_data.ipynb #9669ea20
+def _file_identity(path:str|Path)->list:
+    "[real path, size, modification time] of a raw file; a broken link is [its path, None, None]."
+    try: st = os.stat(path)
+    except OSError: return [str(path), None, None]
+    return [os.path.realpath(path), st.st_size, st.st_mtime_ns]
+
+# %% ../nbs/01_data.ipynb #ba9ac0a9
+DATA_FORMAT_VERSION = 2   # 2: the stored normalisation is in raw units and holds the train range
+
+def data_recipe(config:AEConfig,                 # validated configuration
+                # raw files (folder source; found from the glob if None)
+                files:Sequence[Path]|None=None,
+               )->dict:                          # plain data the prepared data set depends on
+    "Everything the prepared data set depends on, as plain data."
+    d = config.data
+    recipe = {'format_version': DATA_FORMAT_VERSION, 'source': d.source,
+              'seed': config.experiment.seed, 'split': d.split.model_dump(mode='json'),
+              'filters': d.filters.model_dump(mode='json'), 'normalize': d.normalize}
+    if d.source == 'synthetic': recipe['synthetic'] = d.synthetic.model_dump(mode='json')
+    if d.source == 'folder':
+        files = config_raw_files(config) if files is None else files
+        recipe.update(raw_glob=d.raw_glob, npz_key=d.npz_key, layout=d.layout,
+                      skip_bad_files=d.skip_bad_files, files=[_file_identity(f) for f in files])
+    return recipe
+
+# %% ../nbs/01_data.ipynb #55000207
+def data_fingerprint(recipe:dict)->str:
+    "A short hash of a data recipe."
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
 
 # %% ../nbs/01_data.ipynb #30530acf
 def _hold_budget(fraction:float=0.25)->float:
@@ -507,6 +609,7 @@ def _hold_budget(fraction:float=0.25)->float:
     try: return fraction * os.sysconf('SC_AVPHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')
     except (ValueError, OSError, AttributeError): return 2.0**30
 
+# %% ../nbs/01_data.ipynb #fd3f728c
 def _source_reader(config:AEConfig, files:list[Path]|None)->tuple:
     "Names, reader, labels, memory budget and raw value of one sample unit of the source."
     d = config.data
@@ -514,94 +617,90 @@ def _source_reader(config:AEConfig, files:list[Path]|None)->tuple:
         files = config_raw_files(config) if files is None else files
         read = lambda i: read_raw_file(files[i], d.npz_key, d.layout)
         return [str(f) for f in files], read, None, _hold_budget(), 1.0
-    if d.source == 'digits': (x, labels), name = load_digits_arrays(), 'sklearn.datasets.load_digits'
+    if d.source == 'digits':
+        (x, labels), name = load_digits_arrays(), 'sklearn.datasets.load_digits'
     else:
         s, seed = d.synthetic, config.experiment.seed
-        x, labels, name = synthetic_images(s.n_samples, s.channels, s.height, s.width, seed=seed), None, f'synthetic(seed={seed})'
+        x = synthetic_images(s.n_samples, s.channels, s.height, s.width, seed=seed)
+        labels, name = None, f'synthetic(seed={seed})'
     raw_scale = DIGITS_MAX if d.source == 'digits' else 1.0   # the digits source divides by it
     return [name], lambda i: x, labels, float('inf'), raw_scale   # already in memory: always held
 
+# %% ../nbs/01_data.ipynb #da057503
 def _groups(index:np.ndarray, files:list[str], group_by:str, source:str)->np.ndarray|None:
     "Group id per sample for `data.split.group_by`."
     if group_by == 'none': return None
-    if source != 'folder': raise DataError(f"data.split.group_by: {group_by!r} needs data.source: folder (the {source!r} source has no files)")
+    if source != 'folder':
+        raise DataError(f"data.split.group_by: {group_by!r} needs data.source: folder "
+                        f"(the {source!r} source has no files)")
     if group_by == 'file': return index[:, 0]
     folders = np.unique([str(Path(f).parent) for f in files], return_inverse=True)[1].reshape(-1)
     return folders[index[:, 0]]
 
+# %% ../nbs/01_data.ipynb #b392f721
 def _note_duplicates(files, stats:dict, log:Callable):
     "Count (in `stats`) and log the paths that led to raw files already listed."
     stats['duplicate_paths'] = getattr(files, 'duplicates', 0)
     if stats['duplicate_paths']: log(f"data: {files.note()}")
 
+# %% ../nbs/01_data.ipynb #677c5450
 def _normalize_in_place(x:np.ndarray, norm:dict)->np.ndarray:
     "Normalise a float32 array (or memory map) without a same-sized temporary."
     shift, scale = (np.asarray(norm[k], x.dtype).reshape(-1, 1, 1) for k in ('shift', 'scale'))
     x -= shift; x /= scale
     return x
 
+# %% ../nbs/01_data.ipynb #912d0379
+def _split_arrays(scan:SourceScan, read:Callable, parts:Sequence[np.ndarray],
+                  writer:CacheWriter|None)->list[np.ndarray]:
+    "The train, val and test arrays, filled from the source: in `writer`'s cache or in memory."
+    if writer is not None: new = writer.new_array
+    else: new = lambda name, shape: np.empty(shape, np.float32)
+    outs = [new(f"{s}_x", (len(p), *scan.sample_shape)) for s, p in zip(_SPLITS, parts)]
+    fill_splits(scan, read, parts, outs)
+    return outs
+
 # %% ../nbs/01_data.ipynb #d0ed95aa
-def create_filtered_split_datasets(config:AEConfig,       # validated configuration
-                                   log:Callable=print,    # where progress lines go
-                                   *, files:list[Path]|None=None, # raw files already found (folder source)
-                                   writer:CacheWriter|None=None,  # create the split arrays inside this cache (default: in memory)
-                                  )->DataSplits:          # splits (see `load_or_create_datasets` for the cache)
-    "Read the configured source, filter, split with the seed and normalise with train-only statistics."
+def create_filtered_split_datasets(
+        config:AEConfig,               # validated configuration
+        log:Callable=print,            # where progress lines go
+        *, files:list[Path]|None=None, # raw files already found (folder source)
+        writer:CacheWriter|None=None,  # build the split arrays in this cache (default: in memory)
+       )->DataSplits:                  # splits (see `load_or_create_datasets` for the cache)
+    "Read the configured source, filter, split with the seed, normalise with train-only statistics."
     d = config.data
     if d.source == 'folder' and files is None: files = config_raw_files(config)
     names, read, labels, hold, raw_scale = _source_reader(config, files)
     scan = scan_samples(names, read, d.filters, d.skip_bad_files, hold)
-    if scan.bad_files: log(f"data: skipped {len(scan.bad_files)} unreadable file(s) (data.skip_bad_files), e.g. {scan.bad_files[0]}")
+    if scan.bad_files:
+        log(f"data: skipped {len(scan.bad_files)} unreadable file(s) (data.skip_bad_files), "
+            f"e.g. {scan.bad_files[0]}")
     index = scan.index
-    stats = {'source': d.source, 'files': len(names), 'bad_files': scan.bad_files[:20], 'samples_read': scan.samples_read,
-             'removed': scan.removed, 'samples_kept': len(index)}
+    stats = {'source': d.source, 'files': len(names), 'bad_files': scan.bad_files[:20],
+             'samples_read': scan.samples_read, 'removed': scan.removed, 'samples_kept': len(index)}
     if d.source == 'folder': _note_duplicates(files, stats, log)
-    if len(index) < 3: raise DataError(f"only {len(index)} samples are left after the filters (removed: {scan.removed}); a split needs at least 3")
-    parts = split_indices(len(index), [d.split.train, d.split.val, d.split.test], config.experiment.seed,
-                          _groups(index, names, d.split.group_by, d.source))
-    new = writer.new_array if writer is not None else lambda name, shape: np.empty(shape, np.float32)
-    outs = [new(f"{s}_x", (len(p), *scan.sample_shape)) for s, p in zip(_SPLITS, parts)]
-    fill_splits(scan, read, parts, outs)
+    if len(index) < 3:
+        raise DataError(f"only {len(index)} samples are left after the filters "
+                        f"(removed: {scan.removed}); a split needs at least 3")
+    parts = split_indices(len(index), [d.split.train, d.split.val, d.split.test],
+                          config.experiment.seed, _groups(index, names, d.split.group_by, d.source))
+    outs = _split_arrays(scan, read, parts, writer)
     train_stats = channel_stats(outs[0])
     norm = fit_normalization(outs[0], d.normalize, train_stats)   # in the source's units
-    sets = [ArrayDataset(_normalize_in_place(x, norm), None if labels is None else labels[index[p, 1]], index[p], names)
+    sets = [ArrayDataset(_normalize_in_place(x, norm),
+                         None if labels is None else labels[index[p, 1]], index[p], names)
             for x, p in zip(outs, parts)]
     stats.update(split={k: len(s) for k, s in zip(_SPLITS, sets)}, group_by=d.split.group_by)
-    log(f"data: {d.source}: {stats['samples_read']} samples read, {len(index)} kept, split {stats['split']}")
+    log(f"data: {d.source}: {stats['samples_read']} samples read, {len(index)} kept, "
+        f"split {stats['split']}")
     return DataSplits(*sets, norm=to_raw_units(norm, train_stats, raw_scale), stats=stats,
                       fingerprint=data_fingerprint(data_recipe(config, files)))
-
-# %% ../nbs/01_data.ipynb #9669ea20
-DATA_FORMAT_VERSION = 2   # 2: the stored normalisation is in raw units and holds the train range
-
-def _file_identity(path:str|Path)->list:
-    "[real path, size, modification time] of a raw file; a broken link is [its path, None, None]."
-    try: st = os.stat(path)
-    except OSError: return [str(path), None, None]
-    return [os.path.realpath(path), st.st_size, st.st_mtime_ns]
-
-def data_recipe(config:AEConfig,                 # validated configuration
-                files:Sequence[Path]|None=None,  # raw files (folder source; found from the glob if None)
-               )->dict:                          # plain data the prepared data set depends on
-    "Everything the prepared data set depends on, as plain data."
-    d = config.data
-    recipe = {'format_version': DATA_FORMAT_VERSION, 'source': d.source, 'seed': config.experiment.seed,
-              'split': d.split.model_dump(mode='json'), 'filters': d.filters.model_dump(mode='json'), 'normalize': d.normalize}
-    if d.source == 'synthetic': recipe['synthetic'] = d.synthetic.model_dump(mode='json')
-    if d.source == 'folder':
-        files = config_raw_files(config) if files is None else files
-        recipe.update(raw_glob=d.raw_glob, npz_key=d.npz_key, layout=d.layout, skip_bad_files=d.skip_bad_files,
-                      files=[_file_identity(f) for f in files])
-    return recipe
-
-def data_fingerprint(recipe:dict)->str:
-    "A short hash of a data recipe."
-    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
 
 # %% ../nbs/01_data.ipynb #ecb8d593
 class CacheError(Exception):
     "A prepared-data cache that is missing, stale or damaged; the message says which and why."
 
+# %% ../nbs/01_data.ipynb #deae38c1
 def _fsync_dir(path:Path):
     "Flush a directory entry to disk (a no-op where directories cannot be opened)."
     try: fd = os.open(path, os.O_RDONLY)
@@ -610,9 +709,11 @@ def _fsync_dir(path:Path):
     except OSError: pass
     finally: os.close(fd)
 
+# %% ../nbs/01_data.ipynb #008f0b9f
 def _finish_array(path:Path, array:np.ndarray):
-    "Make the .npy file `path` hold `array` on disk: flush it if it is that file's memory map, else write it."
-    if isinstance(array, np.memmap) and array.filename and Path(array.filename) == Path(os.path.abspath(path)):
+    "Put `array` on disk as the .npy file `path`: flush it if it maps that file, else write it."
+    mapped = isinstance(array, np.memmap) and array.filename
+    if mapped and Path(array.filename) == Path(os.path.abspath(path)):
         array.flush()
         with open(path, 'rb') as fh: os.fsync(fh.fileno())
         return
@@ -623,6 +724,7 @@ def _finish_array(path:Path, array:np.ndarray):
 # %% ../nbs/01_data.ipynb #235e67a9
 def _tmp_prefix()->str: return f".tmp-{socket.gethostname()}-"
 
+# %% ../nbs/01_data.ipynb #791e9024
 def _clean_stale_tmp(root:Path):
     "Remove temporary folders left by writers on this host that no longer run."
     for p in root.glob(_tmp_prefix() + '*'):
@@ -630,8 +732,9 @@ def _clean_stale_tmp(root:Path):
         except ProcessLookupError: shutil.rmtree(p, ignore_errors=True)
         except (ValueError, PermissionError, OSError): pass
 
+# %% ../nbs/01_data.ipynb #8b558d74
 class CacheWriter:
-    "Builds one cache folder in a hidden temporary folder; `commit` renames it into place. Use as a context manager."
+    "Context manager building a cache in a hidden temporary folder; `commit` renames it into place."
     def __init__(self, path:str|Path): self.path, self.tmp = Path(path), None
 
     def __enter__(self):
@@ -642,16 +745,34 @@ class CacheWriter:
         self.tmp.mkdir()
         return self
 
-    def new_array(self, name:str, shape:tuple, dtype=np.float32)->np.ndarray:
-        "A writable memory-mapped .npy array `name` inside the cache being written."
-        return np.lib.format.open_memmap(self.tmp/f"{name}.npy", mode='w+', dtype=dtype, shape=tuple(shape))
+    # gone after a commit, removed after a failure
+    def __exit__(self, *exc): shutil.rmtree(self.tmp, ignore_errors=True)
 
-    def __exit__(self, *exc): shutil.rmtree(self.tmp, ignore_errors=True)   # gone after a commit, removed after a failure
+# %% ../nbs/01_data.ipynb #6a31ce48
+@patch
+def new_array(self:CacheWriter, name:str, shape:tuple, dtype=np.float32)->np.ndarray:
+    "A writable memory-mapped .npy array `name` inside the cache being written."
+    return np.lib.format.open_memmap(self.tmp/f"{name}.npy", mode='w+', dtype=dtype,
+                                     shape=tuple(shape))
+
+# %% ../nbs/01_data.ipynb #e4fa35df
+def _replace_dir(tmp:Path, path:Path):
+    "Move folder `tmp` to `path`, replacing what is there; a kill in between leaves no cache there."
+    old = None
+    if path.exists():
+        old = path.parent/f"{_tmp_prefix()}{os.getpid()}-{uuid.uuid4().hex[:8]}-old"
+        os.rename(path, old)
+    try: os.rename(tmp, path)
+    except OSError:
+        # otherwise a concurrent writer put the same data set in place first
+        if not path.exists(): raise
+    _fsync_dir(path.parent)
+    if old is not None: shutil.rmtree(old, ignore_errors=True)
 
 # %% ../nbs/01_data.ipynb #3c711a7a
 @patch
 def commit(self:CacheWriter, splits:DataSplits, recipe:dict|None=None)->Path:
-    "Write every array of `splits` and the manifest (last), flush them to disk and rename the folder into place."
+    "Write every array of `splits`, the manifest last, flush them and rename the folder into place."
     arrays = {}
     for name in _SPLITS:
         ds = getattr(splits, name)
@@ -659,32 +780,22 @@ def commit(self:CacheWriter, splits:DataSplits, recipe:dict|None=None)->Path:
             if (a := getattr(ds, part)) is None: continue
             _finish_array(self.tmp/f"{name}_{part}.npy", a)
             arrays[f"{name}_{part}"] = {'shape': list(a.shape), 'dtype': np.dtype(a.dtype).str}
-    manifest = {'format_version': DATA_FORMAT_VERSION, 'fingerprint': splits.fingerprint, 'created': time.time(),
-                'recipe': recipe, 'norm': splits.norm, 'stats': splits.stats, 'files': splits.train.files, 'arrays': arrays}
+    manifest = {'format_version': DATA_FORMAT_VERSION, 'fingerprint': splits.fingerprint,
+                'created': time.time(), 'recipe': recipe, 'norm': splits.norm,
+                'stats': splits.stats, 'files': splits.train.files, 'arrays': arrays}
     with open(self.tmp/'manifest.json', 'w') as fh:
         json.dump(manifest, fh); fh.flush(); os.fsync(fh.fileno())
     _fsync_dir(self.tmp)
     _replace_dir(self.tmp, self.path)
     return self.path
 
+# %% ../nbs/01_data.ipynb #4d8621de
 def write_cache(splits:DataSplits,     # prepared splits
                 path:str|Path,         # final cache folder, `cache_dir/<source>-<fingerprint>`
                 recipe:dict|None=None, # what the data depends on (for explaining later rebuilds)
                )->Path:                # the cache folder
-    "Write `splits` as .npy arrays + manifest.json into a temporary folder, then rename it into place."
+    "Write `splits` as .npy arrays + manifest.json into a temporary folder renamed into place."
     with CacheWriter(path) as writer: return writer.commit(splits, recipe)
-
-def _replace_dir(tmp:Path, path:Path):
-    "Move folder `tmp` to `path`, replacing what is there; a kill in between leaves no cache at `path`."
-    old = None
-    if path.exists():
-        old = path.parent/f"{_tmp_prefix()}{os.getpid()}-{uuid.uuid4().hex[:8]}-old"
-        os.rename(path, old)
-    try: os.rename(tmp, path)
-    except OSError:
-        if not path.exists(): raise   # otherwise a concurrent writer put the same data set in place first
-    _fsync_dir(path.parent)
-    if old is not None: shutil.rmtree(old, ignore_errors=True)
 
 # %% ../nbs/01_data.ipynb #40f5955b
 def _open_array(path:Path, spec:dict)->np.ndarray:
@@ -693,32 +804,43 @@ def _open_array(path:Path, spec:dict)->np.ndarray:
     try:
         with open(path, 'rb') as fh:
             version = np.lib.format.read_magic(fh)
-            read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}[version]
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                           (2, 0): np.lib.format.read_array_header_2_0}[version]
             shape, fortran, dtype = read_header(fh)
             offset = fh.tell()
     except Exception as e: raise CacheError(f"{path.name} has no valid .npy header ({e})") from None
     if list(shape) != spec['shape'] or dtype.str != spec['dtype'] or dtype.hasobject or fortran:
-        raise CacheError(f"{path.name} holds {dtype.str} {list(shape)}, the manifest says {spec['dtype']} {spec['shape']}")
+        raise CacheError(f"{path.name} holds {dtype.str} {list(shape)}, "
+                         f"the manifest says {spec['dtype']} {spec['shape']}")
     expected = offset + int(np.prod(shape)) * dtype.itemsize
-    if (size := path.stat().st_size) != expected: raise CacheError(f"{path.name} is {size} bytes, expected {expected} (truncated or damaged)")
+    if (size := path.stat().st_size) != expected:
+        raise CacheError(f"{path.name} is {size} bytes, expected {expected} (truncated or damaged)")
     if expected == offset: return np.load(path, allow_pickle=False)
     return np.load(path, allow_pickle=False, mmap_mode='r')
 
+# %% ../nbs/01_data.ipynb #fae5d659
 def read_cache(path:str|Path,              # cache folder
                fingerprint:str|None=None,  # expected fingerprint (None: accept any)
               )->DataSplits:               # splits whose arrays are read-only memory maps
-    "Open a cache folder written by `write_cache`, checking it thoroughly; raise `CacheError` saying why not."
+    "Open and thoroughly check a cache folder written by `write_cache`; `CacheError` says why not."
     path = Path(path)
     if not (path/'manifest.json').is_file(): raise CacheError(f"no cache at {path}")
     try:
         manifest = json.loads((path/'manifest.json').read_text())
-        if manifest['format_version'] != DATA_FORMAT_VERSION: raise CacheError(f"format version {manifest['format_version']}, this ae_nb writes {DATA_FORMAT_VERSION}")
-        if fingerprint is not None and manifest['fingerprint'] != fingerprint: raise CacheError(f"fingerprint {manifest['fingerprint']} != {fingerprint}")
-        arrays = {name: _open_array(path/f"{name}.npy", spec) for name, spec in manifest['arrays'].items()}
-        sets = [ArrayDataset(arrays[f"{s}_x"], arrays.get(f"{s}_labels"), arrays.get(f"{s}_index"), manifest['files']) for s in _SPLITS]
-        return DataSplits(*sets, norm=manifest['norm'], fingerprint=manifest['fingerprint'], stats=dict(manifest['stats']))
+        if manifest['format_version'] != DATA_FORMAT_VERSION:
+            raise CacheError(f"format version {manifest['format_version']}, "
+                             f"this ae_nb writes {DATA_FORMAT_VERSION}")
+        if fingerprint is not None and manifest['fingerprint'] != fingerprint:
+            raise CacheError(f"fingerprint {manifest['fingerprint']} != {fingerprint}")
+        arrays = {name: _open_array(path/f"{name}.npy", spec)
+                  for name, spec in manifest['arrays'].items()}
+        sets = [ArrayDataset(arrays[f"{s}_x"], arrays.get(f"{s}_labels"), arrays.get(f"{s}_index"),
+                             manifest['files']) for s in _SPLITS]
+        return DataSplits(*sets, norm=manifest['norm'], fingerprint=manifest['fingerprint'],
+                          stats=dict(manifest['stats']))
     except CacheError: raise
-    except (ValueError, KeyError, TypeError, OSError) as e: raise CacheError(f"manifest.json is damaged ({type(e).__name__}: {e})") from None
+    except (ValueError, KeyError, TypeError, OSError) as e:
+        raise CacheError(f"manifest.json is damaged ({type(e).__name__}: {e})") from None
 
 # %% ../nbs/01_data.ipynb #0255a3fb
 def recipe_changes(old:dict,  # recipe of an earlier data set
@@ -727,16 +849,23 @@ def recipe_changes(old:dict,  # recipe of an earlier data set
     "What differs between two data recipes, in the config's own key names."
     def flat(d, prefix=''):
         return {k2: v2 for k, v in d.items() if k != 'files'
-                for k2, v2 in (flat(v, f"{prefix}{k}.").items() if isinstance(v, dict) else [(prefix + k, v)])}
-    key = lambda k: 'experiment.seed' if k == 'seed' else k if k == 'format_version' else f"data.{k}"
+                for k2, v2 in (flat(v, f"{prefix}{k}.").items() if isinstance(v, dict)
+                               else [(prefix + k, v)])}
+    key = lambda k: ('experiment.seed' if k == 'seed' else k if k == 'format_version'
+                     else f"data.{k}")
     fo, fn = flat(old), flat(new)
-    changes = [f"{key(k)}: {fo.get(k)!r} -> {fn.get(k)!r}" for k in sorted(set(fo) | set(fn)) if fo.get(k) != fn.get(k)]
+    changes = [f"{key(k)}: {fo.get(k)!r} -> {fn.get(k)!r}"
+               for k in sorted(set(fo) | set(fn)) if fo.get(k) != fn.get(k)]
     old_files, new_files = ({f[0]: f[1:] for f in r.get('files') or []} for r in (old, new))
-    for what, names in (('added', new_files.keys() - old_files.keys()), ('removed', old_files.keys() - new_files.keys()),
-                        ('changed (size or modification time)', {f for f in new_files.keys() & old_files.keys() if new_files[f] != old_files[f]})):
+    kept = new_files.keys() & old_files.keys()
+    for what, names in (('added', new_files.keys() - old_files.keys()),
+                        ('removed', old_files.keys() - new_files.keys()),
+                        ('changed (size or modification time)',
+                         {f for f in kept if new_files[f] != old_files[f]})):
         if names: changes.append(f"{len(names)} source file(s) {what}, e.g. {sorted(names)[0]}")
     return changes
 
+# %% ../nbs/01_data.ipynb #8803bd12
 def _why_rebuild(root:Path, recipe:dict)->str:
     "Explain a cache miss by comparing with the newest cache of the same source."
     previous = []
@@ -744,27 +873,30 @@ def _why_rebuild(root:Path, recipe:dict)->str:
         if manifest.parent.name.startswith('.'): continue
         try: m = json.loads(manifest.read_text())
         except (OSError, ValueError): continue
-        if isinstance(m, dict) and isinstance(m.get('recipe'), dict) and m['recipe'].get('source') == recipe['source']:
+        if (isinstance(m, dict) and isinstance(m.get('recipe'), dict)
+                and m['recipe'].get('source') == recipe['source']):
             previous.append((m.get('created', 0), manifest.parent, m['recipe']))
     if not previous: return f"no cache yet for this data in {root}"
     _, folder, old = max(previous, key=lambda p: p[0])
     changes = recipe_changes(old, recipe)
-    return f"changed since {folder.name}: " + ('; '.join(changes[:6]) if changes else 'ae_nb data format')
+    what = '; '.join(changes[:6]) if changes else 'ae_nb data format'
+    return f"changed since {folder.name}: {what}"
 
 # %% ../nbs/01_data.ipynb #1b117efe
 @contextmanager
 def _build_lock(root:Path, name:str):
-    "Hold an exclusive lock on one data set's build, so parallel processes (DDP ranks) build it only once."
+    "Lock one data set's build exclusively, so parallel processes (DDP ranks) build it only once."
     try:
         root.mkdir(parents=True, exist_ok=True)
         handle = open(root/f".{name}.lock", 'a')
-    except OSError: handle = None                   # no lock where the cache cannot be written at all
+    except OSError: handle = None   # no lock where the cache cannot be written at all
     try:
         if handle is not None and fcntl is not None: fcntl.flock(handle, fcntl.LOCK_EX)
         yield
     finally:
         if handle is not None: handle.close()       # closing (or dying) releases the lock
 
+# %% ../nbs/01_data.ipynb #d55e7811
 def _cache_hit(path:Path, fingerprint:str, log:Callable, why:str='fingerprint matches',
                files:RawFiles|None=None)->DataSplits:
     "Open the cache at `path` as a hit, or raise `CacheError`; duplicate paths are counted anew."
@@ -777,8 +909,8 @@ def _cache_hit(path:Path, fingerprint:str, log:Callable, why:str='fingerprint ma
 # %% ../nbs/01_data.ipynb #e90cc661
 def load_or_create_datasets(config:AEConfig,    # validated configuration
                             log:Callable=print, # where progress lines go
-                           )->DataSplits:       # splits, memory-mapped from the cache when it could be used
-    "Reuse the cached data set when its fingerprint matches, otherwise build it, cache it atomically and say why."
+                           )->DataSplits:       # splits, memory-mapped from the cache when usable
+    "Reuse the cache when its fingerprint matches; otherwise build, cache atomically and say why."
     d = config.data
     files = config_raw_files(config) if d.source == 'folder' else None
     recipe = data_recipe(config, files)
@@ -788,7 +920,9 @@ def load_or_create_datasets(config:AEConfig,    # validated configuration
     if not d.load_cache: reason = "data.load_cache is false"
     else:
         try: return _cache_hit(path, fingerprint, log, files=files)
-        except CacheError as e: reason = _why_rebuild(root, recipe) if not path.exists() else f"cache {path} is damaged: {e}"
+        except CacheError as e:
+            if not path.exists(): reason = _why_rebuild(root, recipe)
+            else: reason = f"cache {path} is damaged: {e}"
     with _build_lock(root, path.name):
         if d.load_cache:
             waited = 'built by another process while this one waited'
@@ -803,7 +937,8 @@ def load_or_create_datasets(config:AEConfig,    # validated configuration
             splits = read_cache(path, fingerprint)
             log(f"data: cached in {path}")
         except (OSError, CacheError) as e:
-            log(f"data: WARNING could not write the cache {path} ({type(e).__name__}: {e}); building the data set in memory")
+            log(f"data: WARNING could not write the cache {path} ({type(e).__name__}: {e}); "
+                "building the data set in memory")
             splits = create_filtered_split_datasets(config, log, files=files)
             splits.stats.update(cache='off', cache_reason=reason, cache_path=None)
     return splits
@@ -818,46 +953,59 @@ class ArrayBatches:
                  drop_last:bool=False,            # skip the final incomplete batch
                  rank:int=0,                      # this process's rank (distributed training)
                  world_size:int=1,                # number of processes sharing each epoch
-                 pin_memory:bool=False,           # pin batches for faster copies to a GPU (only when CUDA is present)
-                 num_workers:int=0,               # threads that gather batches ahead (helps memory-mapped data)
+                 # pin batches for faster copies to a GPU (only when CUDA is present)
+                 pin_memory:bool=False,
+                 # threads that gather batches ahead (helps memory-mapped data)
+                 num_workers:int=0,
                  prefetch_factor:int=2,           # batches in flight per thread
                 ):
         if isinstance(x, ArrayDataset): x = x.x
         if batch_size < 1: raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        if not 0 <= rank < world_size: raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
-        self.x, self.batch_size, self.shuffle, self.seed, self.drop_last = x, batch_size, shuffle, seed, drop_last
-        self.rank, self.world_size, self.epoch = rank, world_size, 0
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
+        self.x, self.batch_size, self.shuffle, self.seed = x, batch_size, shuffle, seed
+        self.drop_last, self.rank, self.world_size, self.epoch = drop_last, rank, world_size, 0
         self.pin_memory = pin_memory and torch.cuda.is_available()
         self.num_workers, self.prefetch_factor = num_workers, max(1, prefetch_factor)
         self.n_samples = -(-len(x) // world_size)   # per rank, after padding
-        self.device_x = None                         # a copy of `x` on a GPU, once `to_device` made it
+        self.device_x = None                        # a copy of `x` on a GPU, made by `to_device`
 
-    def __len__(self): return self.n_samples // self.batch_size if self.drop_last else -(-self.n_samples // self.batch_size)
+    def __len__(self):
+        n, size = self.n_samples, self.batch_size
+        return n // size if self.drop_last else -(-n // size)
     def set_epoch(self, epoch:int): self.epoch = epoch
     def __iter__(self): return self.iter_epoch(self.epoch)
 
-# %% ../nbs/01_data.ipynb #8fc40d99
+# %% ../nbs/01_data.ipynb #53663702
 @patch
 def order(self:ArrayBatches, epoch:int)->np.ndarray:
     "Sample indices this rank visits in `epoch`, in order."
     n = len(self.x)
-    if self.shuffle: order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + 1_000_003 * epoch)).numpy()
+    if self.shuffle:
+        generator = torch.Generator().manual_seed(self.seed + 1_000_003 * epoch)
+        order = torch.randperm(n, generator=generator).numpy()
     else: order = np.arange(n)
-    if self.world_size > 1: order = np.resize(order, self.n_samples * self.world_size)[self.rank::self.world_size]
+    if self.world_size > 1:
+        order = np.resize(order, self.n_samples * self.world_size)[self.rank::self.world_size]
     return order
 
+# %% ../nbs/01_data.ipynb #963d8ec4
 @patch
 def gather(self:ArrayBatches, order:np.ndarray, b:int)->torch.Tensor:
-    "Batch number `b` of an epoch whose sample order is `order`, as a float32 tensor that owns its memory."
+    "Batch `b` of an epoch with sample order `order`, as a float32 tensor that owns its memory."
     size = self.batch_size
-    if not self.shuffle and self.world_size == 1: batch = np.array(self.x[b * size:(b + 1) * size], dtype=np.float32)
-    else: batch = np.ascontiguousarray(self.x[np.sort(order[b * size:(b + 1) * size])], dtype=np.float32)
+    if not self.shuffle and self.world_size == 1:
+        batch = np.array(self.x[b * size:(b + 1) * size], dtype=np.float32)
+    else:
+        batch = np.ascontiguousarray(self.x[np.sort(order[b * size:(b + 1) * size])],
+                                     dtype=np.float32)
     t = torch.from_numpy(batch)
     return t.pin_memory() if self.pin_memory else t
 
+# %% ../nbs/01_data.ipynb #8fc40d99
 @patch
 def iter_epoch(self:ArrayBatches, epoch:int, start:int=0)->Iterator[torch.Tensor]:
-    "Yield the batches of `epoch` from batch number `start` on, as float32 CPU tensors (B, C, H, W)."
+    "Yield the batches of `epoch` from batch `start` on, as float32 CPU tensors (B, C, H, W)."
     order, numbers = self.order(epoch), range(start, len(self))
     if self.device_x is not None: yield from self._device_batches(order, numbers); return
     if self.num_workers == 0:
@@ -872,27 +1020,32 @@ def iter_epoch(self:ArrayBatches, epoch:int, start:int=0)->Iterator[torch.Tensor
 
 # %% ../nbs/01_data.ipynb #5603c3fb
 @patch
-def to_device(self:ArrayBatches, device:torch.device|str, # where the copy lives and the batches are made
-             )->ArrayBatches:                              # self, now gathering on `device`
+def to_device(self:ArrayBatches,
+              device:torch.device|str, # where the copy lives and the batches are made
+             )->ArrayBatches:          # self, now gathering on `device`
     "Copy the samples to `device` once, so that every batch is gathered there."
     x = torch.empty(self.x.shape, dtype=torch.float32, device=device)
     rows = chunk_rows(self.x.shape)
-    for lo in range(0, len(self.x), rows):   # a writable host copy of each chunk: the cache's memory maps are read-only
+    # a writable host copy of each chunk: the cache's memory maps are read-only
+    for lo in range(0, len(self.x), rows):
         x[lo:lo + rows].copy_(torch.from_numpy(np.array(self.x[lo:lo + rows], dtype=np.float32)))
     self.device_x = x
     return self
 
+# %% ../nbs/01_data.ipynb #c37745c4
 @patch
 def _device_batches(self:ArrayBatches, order:np.ndarray, numbers:range)->Iterator[torch.Tensor]:
-    "Batches `numbers` of an epoch with sample `order`, gathered from `device_x` (one index copy per epoch)."
+    "Batches `numbers` of an epoch with sample `order`, from `device_x` (one index copy per epoch)."
     size, x = self.batch_size, self.device_x
     if not self.shuffle and self.world_size == 1:
         for b in numbers: yield x[b * size:(b + 1) * size].clone()
         return
-    index = np.concatenate([np.sort(order[b * size:(b + 1) * size]) for b in numbers] or [np.zeros(0, np.int64)])
+    index = np.concatenate([np.sort(order[b * size:(b + 1) * size]) for b in numbers]
+                           or [np.zeros(0, np.int64)])
     index = torch.from_numpy(index.astype(np.int64))
     index = (index.pin_memory() if x.is_cuda else index).to(x.device, non_blocking=True)
-    for k, b in enumerate(numbers): yield x.index_select(0, index[k * size:k * size + min(size, len(order) - b * size)])
+    for k, b in enumerate(numbers):
+        yield x.index_select(0, index[k * size:k * size + min(size, len(order) - b * size)])
 
 # %% ../nbs/01_data.ipynb #53437f40
 def make_loaders(splits:DataSplits,  # prepared splits
@@ -902,11 +1055,30 @@ def make_loaders(splits:DataSplits,  # prepared splits
                 )->tuple[ArrayBatches, ArrayBatches, ArrayBatches]: # train, val, test loaders
     "Train (shuffled, seeded, sharded by rank), validation and test loaders."
     size, res = config.data.batch_size, config.resources
-    common = dict(pin_memory=res.pin_memory, num_workers=res.num_workers, prefetch_factor=res.prefetch_factor)
+    common = dict(pin_memory=res.pin_memory, num_workers=res.num_workers,
+                  prefetch_factor=res.prefetch_factor)
     per_rank = -(-len(splits.train) // world_size)
-    train = ArrayBatches(splits.train.x, size, shuffle=True, seed=config.experiment.seed, drop_last=per_rank % size == 1 and per_rank > 1,
+    train = ArrayBatches(splits.train.x, size, shuffle=True, seed=config.experiment.seed,
+                         drop_last=per_rank % size == 1 and per_rank > 1,
                          rank=rank, world_size=world_size, **common)
-    return train, ArrayBatches(splits.val.x, size, **common), ArrayBatches(splits.test.x, size, **common)
+    return (train, ArrayBatches(splits.val.x, size, **common),
+            ArrayBatches(splits.test.x, size, **common))
+
+# %% ../nbs/01_data.ipynb #07737845
+def _fmt(values:list)->str:
+    "A list of numbers, each with 4 significant digits."
+    return '[' + ', '.join(f"{v:.4g}" for v in values) + ']'
+
+# %% ../nbs/01_data.ipynb #54827d1a
+def _split_row(name:str, ds:ArrayDataset)->str:
+    "One row of the statistics table: the split's size, sample shape, dtype and value statistics."
+    if len(ds) == 0: return f"  {name:<6} {0:>8}"
+    st = channel_stats(ds.x)
+    mean = float(np.mean(st['mean']))
+    spread = np.add(np.square(st['std']), np.square(np.subtract(st['mean'], mean)))
+    std = float(np.sqrt(np.mean(spread)))
+    return (f"  {name:<6} {len(ds):>8}  {str(ds.sample_shape):<14} {str(ds.x.dtype):<8} "
+            f"{min(st['min']):>9.4g} {max(st['max']):>9.4g} {mean:>9.4g} {std:>9.4g}")
 
 # %% ../nbs/01_data.ipynb #9e85ff20
 def print_inputdata_stats(splits:DataSplits,  # prepared splits
@@ -914,34 +1086,31 @@ def print_inputdata_stats(splits:DataSplits,  # prepared splits
                          ):
     "Print per-split counts, shape, dtype and value statistics, filter counts and the cache status."
     s = splits.stats
-    log(f"data source: {s.get('source')}, {s.get('samples_read')} samples read from {s.get('files')} file(s), {s.get('samples_kept')} kept")
+    log(f"data source: {s.get('source')}, {s.get('samples_read')} samples read from "
+        f"{s.get('files')} file(s), {s.get('samples_kept')} kept")
     removed = s.get('removed') or {}
     log("  removed: " + (', '.join(f"{k} {v}" for k, v in removed.items()) or 'nothing'))
     for line in s.get('bad_files', [])[:5]: log(f"  unreadable: {line}")
     if dup := s.get('duplicate_paths'): log(f"  duplicates: {dup} path(s) led to files listed")
-    if 'cache' in s: log(f"  cache: {s['cache']} ({s.get('cache_reason')}) {s.get('cache_path') or ''}".rstrip())
+    if 'cache' in s:
+        log(f"  cache: {s['cache']} ({s.get('cache_reason')}) {s.get('cache_path') or ''}".rstrip())
     n = splits.norm
     log(f"  normalisation: {n['method']} shift {_fmt(n['shift'])} scale {_fmt(n['scale'])} "
         "(model input: (raw - shift) / scale)")
     if 'min' in n: log(f"  train range (raw units): {_fmt(n['min'])} to {_fmt(n['max'])}")
-    log(f"  {'split':<6} {'samples':>8}  {'shape':<14} {'dtype':<8} {'min':>9} {'max':>9} {'mean':>9} {'std':>9}")
-    for name in _SPLITS:
-        ds = getattr(splits, name)
-        if len(ds) == 0: log(f"  {name:<6} {0:>8}"); continue
-        st = channel_stats(ds.x)
-        mean = float(np.mean(st['mean'])); std = float(np.sqrt(np.mean(np.add(np.square(st['std']), np.square(np.subtract(st['mean'], mean))))))
-        log(f"  {name:<6} {len(ds):>8}  {str(ds.sample_shape):<14} {str(ds.x.dtype):<8} {min(st['min']):>9.4g} {max(st['max']):>9.4g} {mean:>9.4g} {std:>9.4g}")
-
-def _fmt(values:list)->str: return '[' + ', '.join(f"{v:.4g}" for v in values) + ']'
+    log(f"  {'split':<6} {'samples':>8}  {'shape':<14} {'dtype':<8} "
+        f"{'min':>9} {'max':>9} {'mean':>9} {'std':>9}")
+    for name in _SPLITS: log(_split_row(name, getattr(splits, name)))
 
 # %% ../nbs/01_data.ipynb #5fe2580b
 def make_example_raw_tree(root:str|Path, # folder to create the tree in
                           size:int=16,   # height and width of regular samples
                           seed:int=0,    # seed of the sample values
                          )->Path:        # `root`
-    "Write a small raw tree: 3 dated folders, 22 samples in 9 data files, one corrupt, one NaN, one constant, one odd shape."
+    "Write a raw tree: 3 day folders, 9 files, 22 samples; corrupt file, NaN, constant, odd shape."
     root = Path(root); rng = np.random.default_rng(seed)
-    images = lambda n, side=size: synthetic_images(n, 1, side, side, seed=int(rng.integers(1 << 30))) * 255
+    seed_of = lambda: int(rng.integers(1 << 30))
+    images = lambda n, side=size: synthetic_images(n, 1, side, side, seed=seed_of()) * 255
     days = [root/f"2025_01_0{i}" for i in (1, 2, 3)]
     for d in days: d.mkdir(parents=True, exist_ok=True)
     np.save(days[0]/'stack.npy', images(6))
@@ -949,7 +1118,8 @@ def make_example_raw_tree(root:str|Path, # folder to create the tree in
     with_nan = images(5); with_nan[2, 0, 3, 3] = np.nan
     np.savez(days[1]/'stack.npz', x=with_nan)
     from PIL import Image
-    for i in range(2): Image.fromarray(images(1)[0, 0].astype(np.uint8)).save(days[1]/f'img_{i}.png')
+    for i in range(2):
+        Image.fromarray(images(1)[0, 0].astype(np.uint8)).save(days[1]/f'img_{i}.png')
     with_constant = images(6); with_constant[4] = 7.0
     np.save(days[2]/'stack.npy', with_constant)
     (days[2]/'corrupt.npy').write_bytes(b'\x93NUMPY\x01\x00 this file was cut short')
