@@ -16,10 +16,11 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from torch import nn
 
 import ae_nb
-from .config import AEConfig, ConfigError, config_hash, run_dir as config_run_dir, validate_configuration
-from .data import (DIGITS_MAX, BadFileError, DataError, DataSplits, channel_range, find_raw_files,
-                        load_or_create_datasets, normalize, range_warning, read_raw_file,
-                        to_raw_units)
+from .config import (AEConfig, ConfigError, config_hash, run_dir as config_run_dir,
+                          validate_configuration)
+from .data import (DIGITS_MAX, BadFileError, DataError, DataSplits, channel_range,
+                        find_raw_files, load_or_create_datasets, normalize, range_warning,
+                        read_raw_file, to_raw_units)
 from tqdm.auto import tqdm
 from .model import CNNAutoencoder, model_from_config
 from .trainer import CheckpointError, load_checkpoint
@@ -34,8 +35,11 @@ __all__ = ['METRICS', 'SSIM_WINDOW', 'ssim', 'per_sample_metrics', 'reconstructi
 
 # %% ../nbs/04_report.ipynb #8418099f
 METRICS = ('mse', 'mae', 'psnr', 'ssim')  # per-sample metrics, in the order reports list them
+
+# %% ../nbs/04_report.ipynb #c1ecaa08
 SSIM_WINDOW = 7  # side of the uniform SSIM window (odd; reduced for samples smaller than this)
 
+# %% ../nbs/04_report.ipynb #1fbc6e24
 def ssim(x:torch.Tensor,        # originals (N, C, H, W)
          y:torch.Tensor,        # reconstructions, same shape
          data_range:float=1.0,  # span of possible values
@@ -47,74 +51,97 @@ def ssim(x:torch.Tensor,        # originals (N, C, H, W)
     pool = lambda t: F.avg_pool2d(t, k, stride=1)
     mx, my = pool(x), pool(y)
     cov = k * k / max(k * k - 1, 1)                    # sample (not population) covariances
-    vx, vy, vxy = cov * (pool(x * x) - mx * mx), cov * (pool(y * y) - my * my), cov * (pool(x * y) - mx * my)
+    vx, vy, vxy = (cov * (pool(x * x) - mx * mx), cov * (pool(y * y) - my * my),
+                   cov * (pool(x * y) - mx * my))
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     s = (2 * mx * my + c1) * (2 * vxy + c2) / ((mx * mx + my * my + c1) * (vx + vy + c2))
     return s.flatten(1).mean(1)
 
-def per_sample_metrics(x:np.ndarray,        # originals (N, C, H, W)
+# %% ../nbs/04_report.ipynb #815907f1
+def per_sample_metrics(x:np.ndarray,        # originals (N, C, H, W); a read-only memory map is fine
                        recon:np.ndarray,    # reconstructions, same shape
                        data_range:float=1.0, # span of possible values, for PSNR and SSIM
                       )->dict:               # {'mse', 'mae', 'psnr', 'ssim'}: float64 arrays (N,)
     "Mean squared error, mean absolute error, PSNR and SSIM of each sample."
-    diff = np.asarray(x, np.float64).reshape(len(x), -1) - np.asarray(recon, np.float64).reshape(len(x), -1)
+    diff = (np.asarray(x, np.float64).reshape(len(x), -1)
+            - np.asarray(recon, np.float64).reshape(len(x), -1))
     mse = (diff ** 2).mean(1)
     psnr = 10 * np.log10(data_range ** 2 / np.maximum(mse, 1e-20))
-    s = ssim(*(torch.from_numpy(np.array(a, np.float32)) for a in (x, recon)), data_range)   # copies: `x` may be a read-only memory map
+    s = ssim(*(torch.from_numpy(np.array(a, np.float32)) for a in (x, recon)), data_range)
     return {'mse': mse, 'mae': np.abs(diff).mean(1), 'psnr': psnr, 'ssim': s.double().numpy()}
 
 # %% ../nbs/04_report.ipynb #3e20c6dd
-def _device_of(model:nn.Module, device=None)->torch.device:
-    "`device`, or the device the model's parameters are on."
-    return torch.device(device) if device is not None else next(model.parameters()).device
-
-def _stderr(message:str):
-    "Print `message` on standard error (for warnings of tools whose standard output is a result)."
-    print(message, file=sys.stderr)
-
-def _check_range(x:np.ndarray, norm:dict|None, warn:Callable|None):
-    "Give `warn` a warning when raw `x` is far outside the train range in `norm` (`range_warning`)."
-    if warn is None or norm is None or not len(x): return
-    if message := range_warning(*channel_range(x), norm): warn(message)
-
-def _batches(model:nn.Module, x:np.ndarray, batch_size:int, device, norm:dict|None=None):
-    "Yield (index slice, float32 batch on `device`) over `x` with `model` in eval mode; training mode restored after."
+def _batches(model:nn.Module,      # model kept in eval mode while the batches are used
+             x:np.ndarray,         # samples (N, C, H, W); a read-only memory map is fine
+             batch_size:int,       # samples per batch
+             device,               # where the batches go
+             norm:dict|None=None,  # normalisation to apply to raw samples first
+            ):                     # yields (index slice, float32 batch on `device`)
+    "Yield (slice, float32 batch on `device`) over `x` in eval mode, no gradients; mode restored."
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
             for a in range(0, len(x), batch_size):
-                batch = np.array(x[a:a + batch_size], dtype=np.float32)  # a writable copy, also from read-only memory maps
+                # a writable copy, also from read-only memory maps
+                batch = np.array(x[a:a + batch_size], dtype=np.float32)
                 if norm is not None: batch = normalize(batch, norm)
                 yield slice(a, a + len(batch)), torch.from_numpy(batch).to(device)
     finally: model.train(was_training)
 
+# %% ../nbs/04_report.ipynb #ee8c651a
+def _device_of(model:nn.Module,  # model whose parameters say where it runs
+               device=None,      # an explicit choice, which wins
+              )->torch.device:
+    "`device`, or the device the model's parameters are on."
+    return torch.device(device) if device is not None else next(model.parameters()).device
+
 # %% ../nbs/04_report.ipynb #26a331ac
 def reconstruction_metrics(model:nn.Module,     # a trained `CNNAutoencoder`
-                           x:np.ndarray,        # samples (N, C, H, W), normalised unless `norm` is given; a memory map is fine
+                           # samples (N, C, H, W), normalised if `norm` is None; memory maps too
+                           x:np.ndarray,
                            batch_size:int=256,  # samples per forward pass
                            device=None,         # where to run (default: the model's device)
                            data_range:float=1.0, # span of the normalised data, for PSNR and SSIM
                            norm:dict|None=None, # normalisation to apply to raw `x` first
-                          )->dict:              # per-sample 'mse', 'mae', 'psnr', 'ssim' (N,) and 'embeddings' (N, E)
-    "Per-sample reconstruction metrics (in normalised units) and embeddings of `x`, computed batch by batch."
+                          )->dict:              # per-sample `METRICS` (N,) and 'embeddings' (N, E)
+    "Per-sample reconstruction metrics (in normalised units) and embeddings of `x`, batch by batch."
     device = _device_of(model, device)
     parts = {'mse': [], 'mae': [], 'ssim': [], 'embeddings': []}
     for _, batch in _batches(model, x, batch_size, device, norm):
         z = model.encode(batch)
         recon = model.decode(z).float()
         diff = (recon - batch).flatten(1)   # per-sample numbers stay on the device until the end
-        for k, v in (('mse', diff.square().mean(1)), ('mae', diff.abs().mean(1)), ('ssim', ssim(batch, recon, data_range)),
-                     ('embeddings', z.float())): parts[k].append(v)
-    out = {k: torch.cat(v).cpu().numpy() if v else np.empty((0, model.embedding_dim) if k == 'embeddings' else 0, np.float32)
+        for k, v in (('mse', diff.square().mean(1)), ('mae', diff.abs().mean(1)),
+                     ('ssim', ssim(batch, recon, data_range)), ('embeddings', z.float())):
+            parts[k].append(v)
+    out = {k: torch.cat(v).cpu().numpy() if v
+           else np.empty((0, model.embedding_dim) if k == 'embeddings' else 0, np.float32)
            for k, v in parts.items()}
     for k in ('mse', 'mae', 'ssim'): out[k] = out[k].astype(np.float64)
     out['psnr'] = 10 * np.log10(data_range ** 2 / np.maximum(out['mse'], 1e-20))
     return out
 
+# %% ../nbs/04_report.ipynb #bc8d8b1f
+def _stderr(message:str,  # the line to print
+           ):
+    "Print `message` on standard error (for warnings of tools whose standard output is a result)."
+    print(message, file=sys.stderr)
+
+# %% ../nbs/04_report.ipynb #66c8e3f1
+def _check_range(x:np.ndarray,        # raw samples (N, C, H, W)
+                 norm:dict|None,      # stored normalisation, with the train range when known
+                 warn:Callable|None,  # told the warning; None: no check at all
+                ):
+    "Give `warn` a warning when raw `x` is far outside the train range in `norm` (`range_warning`)."
+    if warn is None or norm is None or not len(x): return
+    if message := range_warning(*channel_range(x), norm): warn(message)
+
+# %% ../nbs/04_report.ipynb #196f2783
 def encode_array(model:nn.Module,      # a trained `CNNAutoencoder`
                  x:np.ndarray,         # samples (N, C, H, W), raw units when `norm` is given
-                 norm:dict|None=None,  # the data set's normalisation (from a checkpoint); None: `x` is normalised
+                 # the data set's normalisation (from a checkpoint); None: `x` is normalised
+                 norm:dict|None=None,
                  batch_size:int=256,   # samples per forward pass
                  device=None,          # where to run (default: the model's device)
                  warn:Callable|None=_stderr, # told if raw `x` is far outside the train range
@@ -122,8 +149,57 @@ def encode_array(model:nn.Module,      # a trained `CNNAutoencoder`
     "Embeddings of `x`, applying the stored normalisation first when `norm` is given."
     _check_range(x, norm, warn)
     out = np.empty((len(x), model.embedding_dim), np.float32)
-    for sl, batch in _batches(model, x, batch_size, _device_of(model, device), norm): out[sl] = model.encode(batch).float().cpu().numpy()
+    for sl, batch in _batches(model, x, batch_size, _device_of(model, device), norm):
+        out[sl] = model.encode(batch).float().cpu().numpy()
     return out
+
+# %% ../nbs/04_report.ipynb #be523357
+def _fit_rows(n:int,              # number of train samples
+              d:int,              # values per sample
+              max_features:int,   # above this many values per sample, fit on a subsample
+              max_fit_bytes:int,  # memory allowed for the subsample
+              seed:int,           # seed of the subsample
+             )->np.ndarray:       # sorted row numbers
+    "The train rows PCA is fitted on: all of them, or a seeded subsample when samples are large."
+    if d <= max_features: return np.arange(n)
+    keep = max(2, min(n, max_fit_bytes // (8 * d)))
+    return np.sort(np.random.default_rng(seed).permutation(n)[:keep])
+
+# %% ../nbs/04_report.ipynb #24781964
+def _pca_mean(train_x:np.ndarray,  # train samples (N, C, H, W); a memory map is fine
+              rows:np.ndarray,     # the rows to average
+              d:int,               # values per sample
+             )->np.ndarray:        # float64 (d,)
+    "Mean of the flattened train samples `rows`, read 4096 at a time."
+    mean = np.zeros(d)
+    for a in range(0, len(rows), 4096):
+        mean += np.asarray(train_x[rows[a:a + 4096]], np.float64).reshape(-1, d).sum(0)
+    return mean / len(rows)
+
+# %% ../nbs/04_report.ipynb #7ee995b3
+def _covariance_components(train_x:np.ndarray,  # train samples (N, C, H, W)
+                           mean:np.ndarray,     # their flattened mean (d,)
+                           d:int,               # values per sample
+                          )->tuple:             # eigenvalues (ascending), components (descending)
+    "PCA from the `d × d` covariance of all train samples, accumulated 4096 samples at a time."
+    cov = np.zeros((d, d))
+    for a in range(0, len(train_x), 4096):
+        part = np.asarray(train_x[a:a + 4096], np.float64).reshape(-1, d) - mean
+        cov += part.T @ part
+    values, vectors = np.linalg.eigh(cov)
+    return values, vectors[:, ::-1].T
+
+# %% ../nbs/04_report.ipynb #bd05f417
+def _gram_components(train_x:np.ndarray,  # train samples (N, C, H, W)
+                     rows:np.ndarray,     # the subsample to fit on
+                     mean:np.ndarray,     # its flattened mean (d,)
+                     d:int,               # values per sample
+                    )->tuple:             # eigenvalues (ascending), components (descending)
+    "PCA of the train samples `rows` through their `n × n` Gram matrix: exact for those samples."
+    part = np.asarray(train_x[rows], np.float64).reshape(-1, d) - mean
+    values, u = np.linalg.eigh(part @ part.T)
+    keep = values[::-1] > values.max() * 1e-12
+    return values, ((part.T @ u[:, ::-1][:, keep]) / np.sqrt(values[::-1][keep])).T
 
 # %% ../nbs/04_report.ipynb #92a2511e
 def fit_pca(train_x:np.ndarray,          # normalised train samples (N, C, H, W)
@@ -131,60 +207,61 @@ def fit_pca(train_x:np.ndarray,          # normalised train samples (N, C, H, W)
             max_features:int=4096,       # above this many values per sample, fit on a subsample
             max_fit_bytes:int=256 * 2**20, # memory allowed for the subsample in that case
             seed:int=0,                  # seed of the subsample
-           )->dict:                      # 'mean' (D,), 'components' (k, D), 'explained_variance_ratio', 'fit_samples'
-    "Fit PCA on the flattened train samples: exactly from the covariance, or on a subsample when samples are large."
+           )->dict: # 'mean' (D,), 'components' (k, D), 'explained_variance_ratio', 'fit_samples'
+    "Fit PCA to the flattened train samples: from their covariance, or from a subsample when large."
     n, d = len(train_x), int(np.prod(train_x.shape[1:]))
     if n < 2: raise ValueError(f"the PCA baseline needs at least 2 train samples, got {n}")
-    rows = np.arange(n) if d <= max_features else np.sort(np.random.default_rng(seed).permutation(n)[:max(2, min(n, max_fit_bytes // (8 * d)))])
-    mean = np.zeros(d)
-    for a in range(0, len(rows), 4096): mean += np.asarray(train_x[rows[a:a + 4096]], np.float64).reshape(-1, d).sum(0)
-    mean /= len(rows)
-    if d <= max_features:
-        cov = np.zeros((d, d))
-        for a in range(0, n, 4096):
-            part = np.asarray(train_x[a:a + 4096], np.float64).reshape(-1, d) - mean
-            cov += part.T @ part
-        values, vectors = np.linalg.eigh(cov)
-        components = vectors[:, ::-1].T
-    else:
-        part = np.asarray(train_x[rows], np.float64).reshape(-1, d) - mean
-        values, u = np.linalg.eigh(part @ part.T)
-        keep = values[::-1] > values.max() * 1e-12
-        components = ((part.T @ u[:, ::-1][:, keep]) / np.sqrt(values[::-1][keep])).T
+    rows = _fit_rows(n, d, max_features, max_fit_bytes, seed)
+    mean = _pca_mean(train_x, rows, d)
+    values, components = (_covariance_components(train_x, mean, d) if d <= max_features
+                          else _gram_components(train_x, rows, mean, d))
     values = np.clip(values[::-1], 0, None)
     k = min(n_components, len(components))
     return {'mean': mean, 'components': components[:k], 'n_components': k, 'fit_samples': len(rows),
             'explained_variance_ratio': float(values[:k].sum() / max(values.sum(), 1e-300))}
 
 # %% ../nbs/04_report.ipynb #c3ac21de
-def pca_reconstruct(pca:dict, x:np.ndarray)->np.ndarray:
+def pca_reconstruct(pca:dict,       # from `fit_pca`
+                    x:np.ndarray,   # samples (N, C, H, W), normalised as the train split
+                   )->np.ndarray:   # reconstructions, float64, same shape as `x`
     "Project samples `x` (N, C, H, W) onto the PCA components and back."
     flat = np.asarray(x, np.float64).reshape(len(x), -1) - pca['mean']
     return ((flat @ pca['components'].T) @ pca['components'] + pca['mean']).reshape(x.shape)
 
+# %% ../nbs/04_report.ipynb #1505d9e5
 def pca_baseline(train_x:np.ndarray,   # normalised train samples (N, C, H, W)
                  test_x:np.ndarray,    # normalised test samples
                  n_components:int,     # number of components (the embedding size)
                  data_range:float=1.0, # span of the data, for PSNR
                  max_batch_bytes:int=64 * 2**20, # memory for one batch of projected test samples
                  **kwargs,             # passed to `fit_pca`
-                )->dict:               # per-sample 'mse', 'mae', 'psnr', 'ssim' (N,), plus the fit's details
-    "Per-sample test metrics of a PCA model with `n_components` components fitted on the train split."
+                )->dict: # per-sample 'mse', 'mae', 'psnr', 'ssim' (N,), plus the fit's details
+    "Per-sample test metrics of PCA with `n_components` components, fitted on the train split."
     pca = fit_pca(train_x, n_components, **kwargs)
     out = {k: np.empty(len(test_x)) for k in METRICS}
     batch_size = max(1, max_batch_bytes // (8 * pca['mean'].size))
     for a in range(0, len(test_x), batch_size):
         part = np.asarray(test_x[a:a + batch_size], np.float32)
-        for k, v in per_sample_metrics(part, pca_reconstruct(pca, part), data_range).items(): out[k][a:a + len(part)] = v
+        for k, v in per_sample_metrics(part, pca_reconstruct(pca, part), data_range).items():
+            out[k][a:a + len(part)] = v
     return out | {k: pca[k] for k in ('n_components', 'fit_samples', 'explained_variance_ratio')}
 
 # %% ../nbs/04_report.ipynb #4ab7808e
-def anomaly_threshold(errors:np.ndarray,   # per-sample errors of normal, held-out data (the validation split)
+def anomaly_threshold(errors:np.ndarray,   # per-sample errors of normal, held-out data (validation)
                       percentile:float=99, # share of normal samples expected below the threshold
                      )->float:
     "Suggested anomaly threshold: the `percentile`-th percentile of `errors`."
-    if len(errors) == 0: raise ValueError("cannot suggest an anomaly threshold from an empty set of errors")
+    if len(errors) == 0:
+        raise ValueError("cannot suggest an anomaly threshold from an empty set of errors")
     return float(np.percentile(errors, percentile))
+
+# %% ../nbs/04_report.ipynb #008dc98a
+def _write_error(path:Path,   # the file being written
+                 e:OSError,   # what the operating system raised
+                )->OSError:   # the same `errno`, with a message that names `path`
+    "An `OSError` like `e` whose message says which file could not be written."
+    message = f"cannot write {path}: {e.strerror or e}"
+    return OSError(e.errno, message) if e.errno else OSError(message)
 
 # %% ../nbs/04_report.ipynb #4969ba22
 def write_atomic(path:str|Path,                # file to write (its folder is created)
@@ -197,23 +274,30 @@ def write_atomic(path:str|Path,                # file to write (its folder is cr
         path.parent.mkdir(parents=True, exist_ok=True)
         write(tmp)
         os.replace(tmp, path)
-    except OSError as e:
-        message = f"cannot write {path}: {e.strerror or e}"
-        raise (OSError(e.errno, message) if e.errno else OSError(message)) from e
+    except OSError as e: raise _write_error(path, e) from e
     finally:
         try: tmp.unlink(missing_ok=True)
         except OSError: pass
     return path
 
-def _save(fig:Figure, path:str|Path|None)->Figure:
+# %% ../nbs/04_report.ipynb #44087b24
+def _save(fig:Figure,          # the figure
+          path:str|Path|None,  # PNG to write; None: nothing is written
+         )->Figure:            # `fig`
     "Write `fig` as PNG to `path` (atomically, creating folders) when a path is given; return it."
     save = lambda tmp: fig.savefig(tmp, format='png', dpi=100, bbox_inches='tight')
     if path is not None: write_atomic(path, save)
     return fig
 
-def _image(ax, img:np.ndarray, vmin:float, vmax:float):
+# %% ../nbs/04_report.ipynb #a45f9717
+def _image(ax,              # matplotlib axes to draw on
+           img:np.ndarray,  # one sample (C, H, W)
+           vmin:float,      # value shown black
+           vmax:float,      # value shown white
+          ):
     "Show one sample (C, H, W) on `ax`: RGB for 3 channels, else the first channel."
-    if img.shape[0] == 3: ax.imshow(np.clip((img.transpose(1, 2, 0) - vmin) / max(vmax - vmin, 1e-12), 0, 1))
+    if img.shape[0] == 3:
+        ax.imshow(np.clip((img.transpose(1, 2, 0) - vmin) / max(vmax - vmin, 1e-12), 0, 1))
     else: ax.imshow(img[0], cmap='gray', vmin=vmin, vmax=vmax)
     ax.set_xticks([]); ax.set_yticks([])
 
@@ -237,19 +321,31 @@ def plot_best_worst(x:np.ndarray,        # samples (N, C, H, W) the errors refer
             _image(axes[3 * g, j], inputs[j], lo, hi); _image(axes[3 * g + 1, j], recons[j], lo, hi)
             _image(axes[3 * g + 2, j], np.abs(inputs[j] - recons[j]), 0, hi - lo)
             axes[3 * g, j].set_title(f"#{i}\nMSE {errors[i]:.2g}", fontsize=8)
-        for r, label in enumerate(('input', 'reconstruction', '|error|')): axes[3 * g + r, 0].set_ylabel(f"{name}\n{label}", fontsize=8)
+        for r, label in enumerate(('input', 'reconstruction', '|error|')):
+            axes[3 * g + r, 0].set_ylabel(f"{name}\n{label}", fontsize=8)
     fig.suptitle('Best (top) and worst (bottom) test reconstructions')
     return _save(fig, path)
 
 # %% ../nbs/04_report.ipynb #f9cd5017
-def model_recon_fn(model:nn.Module, device=None)->Callable:
+def model_recon_fn(model:nn.Module,  # a trained `CNNAutoencoder`
+                   device=None,      # where to run (default: the model's device)
+                  )->Callable:       # numpy batch (k, C, H, W) to numpy reconstructions
     "A function mapping a numpy batch to the model's reconstructions (numpy), in eval mode."
     def recon(batch:np.ndarray)->np.ndarray:
-        return np.concatenate([model(b).float().cpu().numpy() for _, b in _batches(model, batch, 256, _device_of(model, device))])
+        return np.concatenate([model(b).float().cpu().numpy()
+                               for _, b in _batches(model, batch, 256, _device_of(model, device))])
     return recon
 
+# %% ../nbs/04_report.ipynb #5fd879ef
+def _log_x_axis(ax,  # axes whose x values span several decades
+               ):
+    "Make `ax`'s x axis logarithmic, ticked at 1, 2 and 5 times powers of ten, as plain numbers."
+    ax.set_xscale('log'); ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f'{v:g}'))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
 # %% ../nbs/04_report.ipynb #e783b1cb
-def plot_error_histogram(errors:np.ndarray,          # per-sample errors of the autoencoder (test split)
+def plot_error_histogram(errors:np.ndarray,          # per-sample errors of the autoencoder (test)
                          threshold:float|None=None,  # suggested anomaly threshold, drawn as a line
                          baseline:np.ndarray|None=None, # per-sample errors of the PCA baseline
                          baseline_label:str='PCA',   # legend entry of the baseline
@@ -260,40 +356,51 @@ def plot_error_histogram(errors:np.ndarray,          # per-sample errors of the 
     lo, hi = max(min(v.min() for v in values), 1e-12), max(max(v.max() for v in values), 2e-12)
     bins = np.geomspace(lo, hi * 1.0001, 40)
     fig = Figure(figsize=(7, 4)); ax = fig.subplots()
-    ax.hist(np.clip(errors, lo, None), bins=bins, alpha=0.7, label=f"autoencoder (mean {errors.mean():.3g})")
-    if baseline is not None: ax.hist(np.clip(baseline, lo, None), bins=bins, histtype='step', lw=2, label=f"{baseline_label} (mean {baseline.mean():.3g})")
+    ax.hist(np.clip(errors, lo, None), bins=bins, alpha=0.7,
+            label=f"autoencoder (mean {errors.mean():.3g})")
+    if baseline is not None:
+        ax.hist(np.clip(baseline, lo, None), bins=bins, histtype='step', lw=2,
+                label=f"{baseline_label} (mean {baseline.mean():.3g})")
     if threshold is not None:
-        ax.axvline(threshold, color='k', ls='--', label=f"threshold {threshold:.3g}: {(errors > threshold).sum()} of {len(errors)} above")
-    ax.set_xscale('log'); ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5))); ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f'{v:g}'))
-    ax.xaxis.set_minor_formatter(NullFormatter()); ax.set_xlabel('per-sample MSE'); ax.set_ylabel('test samples'); ax.legend(fontsize=8)
+        ax.axvline(threshold, color='k', ls='--', label=f"threshold {threshold:.3g}: "
+                   f"{(errors > threshold).sum()} of {len(errors)} above")
+    _log_x_axis(ax)
+    ax.set_xlabel('per-sample MSE'); ax.set_ylabel('test samples'); ax.legend(fontsize=8)
     ax.set_title('Reconstruction error per test sample')
     return _save(fig, path)
 
 # %% ../nbs/04_report.ipynb #7ec396ca
-def plot_loss_curves(history:dict,               # trainer history: 'epoch', 'train_loss', 'val_loss'
-                     baseline:float|None=None,   # a reference loss (the PCA baseline's test MSE)
-                     baseline_label:str='PCA',   # its legend entry
-                     path:str|Path|None=None,    # PNG to write
+def plot_loss_curves(history:dict,              # trainer history: 'epoch', 'train_loss', 'val_loss'
+                     baseline:float|None=None,  # a reference loss (the PCA baseline's test MSE)
+                     baseline_label:str='PCA',  # its legend entry
+                     path:str|Path|None=None,   # PNG to write
                      evaluated_epoch:int|None=None, # epoch of the weights evaluated (marked)
                     )->Figure:
     "Train and validation loss per epoch, with the best epoch and an optional baseline."
     fig = Figure(figsize=(7, 4)); ax = fig.subplots()
     epochs = history.get('epoch') or list(range(1, len(history.get('train_loss', [])) + 1))
     for key, style in (('train_loss', '-'), ('val_loss', '-')):
-        if history.get(key): ax.plot(epochs[:len(history[key])], history[key], style, marker='.', label=key.replace('_', ' '))
+        if history.get(key):
+            ax.plot(epochs[:len(history[key])], history[key], style, marker='.',
+                    label=key.replace('_', ' '))
     val = [v for v in history.get('val_loss') or [] if v is not None and math.isfinite(v)]
     if val:
         best = int(np.argmin(history['val_loss']))
-        ax.plot(epochs[best], history['val_loss'][best], 'o', mfc='none', ms=10, color='k', label=f"best val {val[best]:.3g} (epoch {epochs[best]:g})")
+        ax.plot(epochs[best], history['val_loss'][best], 'o', mfc='none', ms=10, color='k',
+                label=f"best val {val[best]:.3g} (epoch {epochs[best]:g})")
     if evaluated_epoch is not None and (not val or evaluated_epoch != epochs[best]):
         ax.axvline(evaluated_epoch, color='tab:red', ls=':',
                    label=f"evaluated checkpoint (epoch {evaluated_epoch})")
-    if baseline is not None: ax.axhline(baseline, color='gray', ls='--', label=f"{baseline_label} test MSE {baseline:.3g}")
-    ax.set_yscale('log'); ax.set_xlabel('epoch'); ax.set_ylabel('loss'); ax.legend(fontsize=8); ax.set_title('Loss curves')
+    if baseline is not None:
+        ax.axhline(baseline, color='gray', ls='--',
+                   label=f"{baseline_label} test MSE {baseline:.3g}")
+    ax.set_yscale('log'); ax.set_xlabel('epoch'); ax.set_ylabel('loss'); ax.legend(fontsize=8)
+    ax.set_title('Loss curves')
     return _save(fig, path)
 
 # %% ../nbs/04_report.ipynb #84e24ff2
-def embedding_map_2d(embeddings:np.ndarray)->tuple[np.ndarray, np.ndarray]:
+def embedding_map_2d(embeddings:np.ndarray,  # codes (N, E)
+                    )->tuple[np.ndarray, np.ndarray]: # (N, 2) coordinates, variance share per axis
     "2-D PCA projection of embeddings (N, E) and the share of their variance each axis explains."
     z = np.asarray(embeddings, np.float64); z = z - z.mean(0)
     _, s, vt = np.linalg.svd(z, full_matrices=False)
@@ -301,9 +408,10 @@ def embedding_map_2d(embeddings:np.ndarray)->tuple[np.ndarray, np.ndarray]:
     if xy.shape[1] == 1: xy = np.column_stack([xy[:, 0], np.zeros(len(xy))])
     return xy, (s[:2] ** 2) / max((s ** 2).sum(), 1e-300)
 
+# %% ../nbs/04_report.ipynb #010e96d5
 def plot_embedding_map(embeddings:np.ndarray,         # codes (N, E)
                        labels:np.ndarray|None=None,   # integer class of each sample, if known
-                       errors:np.ndarray|None=None,   # per-sample errors, colour when there are no labels
+                       errors:np.ndarray|None=None,   # per-sample errors, the colour if no labels
                        path:str|Path|None=None,       # PNG to write
                       )->Figure:
     "Scatter of the test embeddings in their first two principal directions."
@@ -312,26 +420,35 @@ def plot_embedding_map(embeddings:np.ndarray,         # codes (N, E)
     if labels is not None:
         classes = np.unique(labels)
         cmap = 'tab10' if len(classes) <= 10 else 'tab20' if len(classes) <= 20 else 'viridis'
-        sc = ax.scatter(xy[:, 0], xy[:, 1], c=labels, cmap=cmap, s=10, vmin=classes.min() - .5, vmax=classes.max() + .5)
+        sc = ax.scatter(xy[:, 0], xy[:, 1], c=labels, cmap=cmap, s=10,
+                        vmin=classes.min() - .5, vmax=classes.max() + .5)
         if len(classes) <= 20: fig.colorbar(sc, ax=ax, ticks=classes, label='label')
     elif errors is not None:
-        sc = ax.scatter(xy[:, 0], xy[:, 1], c=np.log10(np.maximum(errors, 1e-12)), cmap='viridis', s=10)
+        sc = ax.scatter(xy[:, 0], xy[:, 1], c=np.log10(np.maximum(errors, 1e-12)), cmap='viridis',
+                        s=10)
         fig.colorbar(sc, ax=ax, label='log10 per-sample MSE')
     else: ax.scatter(xy[:, 0], xy[:, 1], s=10)
-    ax.set_xlabel(f"code PC 1 ({share[0]:.0%} of variance)"); ax.set_ylabel(f"code PC 2 ({share[1]:.0%})" if len(share) > 1 else '')
+    ax.set_xlabel(f"code PC 1 ({share[0]:.0%} of variance)")
+    ax.set_ylabel(f"code PC 2 ({share[1]:.0%})" if len(share) > 1 else '')
     ax.set_title(f"Test embeddings ({embeddings.shape[1]}-D codes, 2-D PCA)")
     return _save(fig, path)
 
 # %% ../nbs/04_report.ipynb #378f3511
-def _summary(m:dict)->dict:
-    "Overall mean of the per-sample metrics in `m`, plus the sample count."
-    return {'n': int(len(m['mse'])), **{k: float(np.mean(m[k])) if len(m[k]) else None for k in METRICS}}
-
-def data_range_for(norm:dict|None, x:np.ndarray)->float:
+def data_range_for(norm:dict|None,  # the data set's normalisation
+                   x:np.ndarray,    # normalised samples (N, C, H, W), read in chunks
+                  )->float:         # span of the data, for PSNR and SSIM
     "Span of the data for PSNR: 1 for min-max-scaled data, else the observed range of `x`."
     if norm is not None and norm.get('method') == 'minmax': return 1.0
-    lo, hi = min(float(np.min(x[a:a + 4096])) for a in range(0, len(x), 4096)), max(float(np.max(x[a:a + 4096])) for a in range(0, len(x), 4096))
+    lo, hi = (min(float(np.min(x[a:a + 4096])) for a in range(0, len(x), 4096)),
+              max(float(np.max(x[a:a + 4096])) for a in range(0, len(x), 4096)))
     return max(hi - lo, 1e-12)
+
+# %% ../nbs/04_report.ipynb #58790e15
+def _summary(m:dict,  # per-sample metrics, as from `reconstruction_metrics`
+            )->dict:  # 'n' and the mean of each of `METRICS` (None when there are no samples)
+    "Overall mean of the per-sample metrics in `m`, plus the sample count."
+    return {'n': int(len(m['mse'])),
+            **{k: float(np.mean(m[k])) if len(m[k]) else None for k in METRICS}}
 
 # %% ../nbs/04_report.ipynb #83c55c58
 def evaluate_splits(model:nn.Module,            # trained autoencoder
@@ -342,9 +459,10 @@ def evaluate_splits(model:nn.Module,            # trained autoencoder
                     batch_size:int=256,         # samples per forward pass
                     device=None,                # where to run (default: the model's device)
                     percentile:float=99,        # anomaly threshold percentile of validation errors
-                   )->dict:                     # overall numbers, per-sample arrays, embeddings, threshold
+                   )->dict:            # overall numbers, per-sample arrays, embeddings, threshold
     "Autoencoder test metrics, PCA baseline, and an anomaly threshold from validation errors."
-    if len(test_x) == 0: raise ValueError("the test split is empty: set data.split.test above 0 to get a report")
+    if len(test_x) == 0:
+        raise ValueError("the test split is empty: set data.split.test above 0 to get a report")
     rng = data_range_for(norm, test_x)
     test = reconstruction_metrics(model, test_x, batch_size, device, rng)
     source, ref = ('val', val_x) if len(val_x) else ('train', train_x)
@@ -352,15 +470,22 @@ def evaluate_splits(model:nn.Module,            # trained autoencoder
     pca = pca_baseline(train_x, test_x, model.embedding_dim, rng)
     thr = anomaly_threshold(ref_mse, percentile)
     ae, base = _summary(test), _summary(pca)
-    return {'test': ae, 'pca': base | {k: pca[k] for k in ('n_components', 'fit_samples', 'explained_variance_ratio')},
-            'ae_vs_pca_mse_ratio': ae['mse'] / base['mse'] if base['mse'] else None, 'data_range': rng,
-            'val': {'n': int(len(val_x)), 'mse': float(ref_mse.mean()) if source == 'val' else None},
-            'threshold': {'value': thr, 'percentile': percentile, 'source': source, 'test_above': int((test['mse'] > thr).sum())},
-            'per_sample': {k: test[k] for k in METRICS} | {'pca_mse': pca['mse']}, 'embeddings': test['embeddings']}
+    return {'test': ae,
+            'pca': base | {k: pca[k] for k in ('n_components', 'fit_samples',
+                                               'explained_variance_ratio')},
+            'ae_vs_pca_mse_ratio': ae['mse'] / base['mse'] if base['mse'] else None,
+            'data_range': rng,
+            'val': {'n': int(len(val_x)),
+                    'mse': float(ref_mse.mean()) if source == 'val' else None},
+            'threshold': {'value': thr, 'percentile': percentile, 'source': source,
+                          'test_above': int((test['mse'] > thr).sum())},
+            'per_sample': {k: test[k] for k in METRICS} | {'pca_mse': pca['mse']},
+            'embeddings': test['embeddings']}
 
 # %% ../nbs/04_report.ipynb #1c185177
-def _plain(v):
-    "`v` as JSON-safe plain data: numpy scalars to Python numbers, non-finite floats to None, paths to strings."
+def _plain(v,  # a result: dicts, lists, tuples, numpy scalars, floats, paths, ...
+          ):   # the same as plain, JSON-safe data
+    "`v` as JSON-safe data: numpy scalars to numbers, non-finite floats to None, paths to strings."
     if isinstance(v, dict): return {str(k): _plain(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)): return [_plain(x) for x in v]
     if isinstance(v, (np.generic,)): v = v.item()
@@ -368,12 +493,13 @@ def _plain(v):
     if isinstance(v, Path): return str(v)
     return v
 
+# %% ../nbs/04_report.ipynb #e72181cc
 def write_per_sample_csv(path:str|Path,             # CSV file to write
                          results:dict,              # from `evaluate_splits`
                          labels:np.ndarray|None=None, # test labels, if any
                          sources:list|None=None,    # (file, position) of each test sample, if known
                         )->Path:
-    "One row per test sample: index, autoencoder mse/mae/psnr/ssim, PCA mse, flagged, label, source."
+    "A row per test sample: index, autoencoder mse/mae/psnr/ssim, PCA mse, flagged, label, source."
     ps, thr = results['per_sample'], results['threshold']['value']
     header = ['index', 'mse', 'mae', 'psnr', 'ssim', 'pca_mse', 'above_threshold', 'label', 'file',
               'position']
@@ -392,44 +518,66 @@ def write_per_sample_csv(path:str|Path,             # CSV file to write
 
 # %% ../nbs/04_report.ipynb #80007a78
 _FIGURE_NOTES = {
-    'loss_curves': "Train and validation loss per epoch (log scale); the dashed line is the PCA baseline's test MSE. "
-                   "Validation far above train means overfitting; both still falling means more epochs would help.",
-    'best_worst': "Best (top) and worst (bottom) test reconstructions: input, reconstruction, absolute error. "
-                  "The worst are rare kinds of samples or genuine anomalies.",
-    'error_histogram': "Per-sample test MSE of the autoencoder and of PCA (log scale). The dashed line is the suggested "
-                       "anomaly threshold; samples to its right are flagged.",
-    'embedding_map': "Test embeddings projected to 2-D with PCA, coloured by label (or by error when there are no labels). "
-                     "Separate clusters mean the code captures what distinguishes the classes."}
+    'loss_curves': "Train and validation loss per epoch (log scale); the dashed line is the PCA "
+                   "baseline's test MSE. Validation far above train means overfitting; both still "
+                   "falling means more epochs would help.",
+    'best_worst': "Best (top) and worst (bottom) test reconstructions: input, reconstruction, "
+                  "absolute error. The worst are rare kinds of samples or genuine anomalies.",
+    'error_histogram': "Per-sample test MSE of the autoencoder and of PCA (log scale). The dashed "
+                       "line is the suggested anomaly threshold; samples to its right are flagged.",
+    'embedding_map': "Test embeddings projected to 2-D with PCA, coloured by label (or by error "
+                     "when there are no labels). Separate clusters mean the code captures what "
+                     "distinguishes the classes."}
 
-def _epoch_note(training:dict|None)->str:
+# %% ../nbs/04_report.ipynb #ec9c02b5
+def _epoch_note(training:dict|None,  # the results' training summary
+               )->str:               # '' when the epoch is not known
     "', epoch N (val loss X)' for the checkpoint evaluated, when known."
     if not training or training.get('checkpoint_epoch') is None: return ''
     loss = training.get('checkpoint_val_loss')
     note = f", epoch {training['checkpoint_epoch']}"
     return note if loss is None else f"{note} (val loss {loss:.4g})"
 
-def report_markdown(metrics:dict)->str:
+# %% ../nbs/04_report.ipynb #1ef7c62c
+def _markdown_row(label:str,  # what the row is about (first column)
+                  m:dict,     # overall 'mse', 'mae', 'psnr' and, when known, 'ssim'
+                 )->str:      # one row of the report's metrics table
+    "A row of the report's table of test metrics; a metric that is missing shows as a dash."
+    fmt = lambda v, f: '–' if v is None else format(v, f)
+    return (f"| {label} | {fmt(m['mse'], '.4g')} | {fmt(m['mae'], '.4g')} | "
+            f"{fmt(m['psnr'], '.2f')} | {fmt(m.get('ssim'), '.3f')} |")
+
+# %% ../nbs/04_report.ipynb #0fda35f7
+def report_markdown(metrics:dict,  # the contents of `metrics.json`
+                   )->str:         # Markdown text
     "The text of `report.md` for the contents of `metrics.json`."
     t, p, thr = metrics['test'], metrics['pca'], metrics['threshold']
     ratio = metrics.get('ae_vs_pca_mse_ratio')
-    verdict = (f"The autoencoder's test MSE is **{ratio:.2f}×** that of PCA with {p['n_components']} components "
-               f"({'better' if ratio < 1 else 'not better'} than the linear baseline)." if ratio is not None else '')
-    fmt = lambda v, f: '–' if v is None else format(v, f)
+    verdict = (f"The autoencoder's test MSE is **{ratio:.2f}×** that of PCA with "
+               f"{p['n_components']} components "
+               f"({'better' if ratio < 1 else 'not better'} than the linear baseline)."
+               if ratio is not None else '')
     lines = [f"# Report: {metrics.get('experiment') or 'autoencoder'}", '', verdict, '',
-             f"| test set ({t['n']} samples) | MSE | MAE | PSNR (dB) | SSIM |", '|---|---|---|---|---|',
-             f"| autoencoder ({metrics['model']['embedding_dim']}-D code) | {fmt(t['mse'], '.4g')} | {fmt(t['mae'], '.4g')} | {fmt(t['psnr'], '.2f')} | {fmt(t.get('ssim'), '.3f')} |",
-             f"| PCA, {p['n_components']} components (fitted on train) | {fmt(p['mse'], '.4g')} | {fmt(p['mae'], '.4g')} | {fmt(p['psnr'], '.2f')} | {fmt(p.get('ssim'), '.3f')} |", '',
-             f"Suggested anomaly threshold: per-sample MSE **{thr['value']:.4g}** ({thr['percentile']:g}th percentile of "
-             f"{thr['source']} errors); {thr['test_above']} of {t['n']} test samples are above it. "
+             f"| test set ({t['n']} samples) | MSE | MAE | PSNR (dB) | SSIM |",
+             '|---|---|---|---|---|',
+             _markdown_row(f"autoencoder ({metrics['model']['embedding_dim']}-D code)", t),
+             _markdown_row(f"PCA, {p['n_components']} components (fitted on train)", p), '',
+             f"Suggested anomaly threshold: per-sample MSE **{thr['value']:.4g}** "
+             f"({thr['percentile']:g}th percentile of {thr['source']} errors); "
+             f"{thr['test_above']} of {t['n']} test samples are above it. "
              "Per-sample scores: [per_sample_test.csv](per_sample_test.csv).", '']
     for name, file in metrics.get('figures', {}).items():
-        lines += [f"## {name.replace('_', ' ').capitalize()}", '', f"![{name}]({file})", '', _FIGURE_NOTES.get(name, ''), '']
+        lines += [f"## {name.replace('_', ' ').capitalize()}", '', f"![{name}]({file})", '',
+                  _FIGURE_NOTES.get(name, ''), '']
     evaluated = f"`{metrics.get('checkpoint') or 'model in memory'}`"
     evaluated += _epoch_note(metrics.get('training'))
     lines += ['## Provenance', '', f"- checkpoint: {evaluated}",
-              f"- config hash: `{metrics.get('config_hash')}`, data fingerprint: `{metrics.get('data_fingerprint')}`",
-              f"- model: {metrics['model']['parameters']:,} parameters, input {'x'.join(map(str, metrics['model']['input_shape']))}, "
-              f"code {metrics['model']['embedding_dim']}", f"- ae_nb {metrics.get('ae_nb_version')}, {metrics.get('created')}", '']
+              f"- config hash: `{metrics.get('config_hash')}`, "
+              f"data fingerprint: `{metrics.get('data_fingerprint')}`",
+              f"- model: {metrics['model']['parameters']:,} parameters, "
+              f"input {'x'.join(map(str, metrics['model']['input_shape']))}, "
+              f"code {metrics['model']['embedding_dim']}",
+              f"- ae_nb {metrics.get('ae_nb_version')}, {metrics.get('created')}", '']
     return '\n'.join(lines)
 
 # %% ../nbs/04_report.ipynb #fb58178b
@@ -449,41 +597,58 @@ def write_report(results:dict,                  # from `evaluate_splits`, plus p
         evaluated = (results.get('training') or {}).get('checkpoint_epoch')
         plot_loss_curves(history, results['pca']['mse'], pca_label, d/'loss_curves.png', evaluated)
         figures['loss_curves'] = 'loss_curves.png'
-    plot_best_worst(test_x, model_recon_fn(model), errors, path=d/'best_worst.png'); figures['best_worst'] = 'best_worst.png'
-    plot_error_histogram(errors, results['threshold']['value'], results['per_sample']['pca_mse'], pca_label, d/'error_histogram.png')
+    plot_best_worst(test_x, model_recon_fn(model), errors, path=d/'best_worst.png')
+    figures['best_worst'] = 'best_worst.png'
+    plot_error_histogram(errors, results['threshold']['value'], results['per_sample']['pca_mse'],
+                         pca_label, d/'error_histogram.png')
     figures['error_histogram'] = 'error_histogram.png'
     if len(test_x) >= 2:
-        plot_embedding_map(results['embeddings'], labels, errors, d/'embedding_map.png'); figures['embedding_map'] = 'embedding_map.png'
+        plot_embedding_map(results['embeddings'], labels, errors, d/'embedding_map.png')
+        figures['embedding_map'] = 'embedding_map.png'
     write_per_sample_csv(d/'per_sample_test.csv', results, labels, sources)
-    metrics = _plain({k: v for k, v in results.items() if k not in ('per_sample', 'embeddings')} | {'figures': figures, 'per_sample_csv': 'per_sample_test.csv'})
+    metrics = _plain({k: v for k, v in results.items() if k not in ('per_sample', 'embeddings')}
+                     | {'figures': figures, 'per_sample_csv': 'per_sample_test.csv'})
     write_atomic(d/'metrics.json', lambda tmp: tmp.write_text(json.dumps(metrics, indent=2) + '\n'))
     write_atomic(d/'report.md', lambda tmp: tmp.write_text(report_markdown(metrics)))
     return metrics
 
 # %% ../nbs/04_report.ipynb #04dc5e39
-def _model_info(model:nn.Module)->dict:
+def _model_info(model:nn.Module,  # the model evaluated
+               )->dict:           # 'parameters', 'input_shape', 'embedding_dim'
     "Parameter count, input shape and code size of `model`."
-    return {'parameters': int(sum(p.numel() for p in model.parameters())), 'input_shape': list(model.input_shape),
-            'embedding_dim': int(model.embedding_dim)}
+    return {'parameters': int(sum(p.numel() for p in model.parameters())),
+            'input_shape': list(model.input_shape), 'embedding_dim': int(model.embedding_dim)}
 
-def _history_summary(history:dict|None)->dict:
+# %% ../nbs/04_report.ipynb #290beee8
+def _history_summary(history:dict|None,  # trainer history: 'epoch', 'train_loss', 'val_loss'
+                    )->dict:             # {} when nothing was trained
     "Epochs run, best validation loss and epoch, final train and validation loss."
     if not history or not history.get('train_loss'): return {}
-    val = [v if v is not None and math.isfinite(v) else math.inf for v in history.get('val_loss') or []]
+    val = [v if v is not None and math.isfinite(v) else math.inf
+           for v in history.get('val_loss') or []]
     best = int(np.argmin(val)) if val else None
     epochs = history.get('epoch') or list(range(1, len(history['train_loss']) + 1))
-    return {'epochs': int(epochs[-1]), 'final_train_loss': history['train_loss'][-1], 'final_val_loss': val[-1] if val else None,
-            'best_val_loss': val[best] if val else None, 'best_epoch': int(epochs[best]) if val else None,
+    return {'epochs': int(epochs[-1]), 'final_train_loss': history['train_loss'][-1],
+            'final_val_loss': val[-1] if val else None, 'best_val_loss': val[best] if val else None,
+            'best_epoch': int(epochs[best]) if val else None,
             'best_train_loss': float(min(history['train_loss']))}
 
-def _loss_at(history:dict|None, epoch)->float|None:
+# %% ../nbs/04_report.ipynb #50d6db6a
+def _loss_at(history:dict|None,  # trainer history
+             epoch,              # an epoch number, as the history records it
+            )->float|None:
     "Validation loss `history` recorded for `epoch`; None when it has none."
     epochs = (history or {}).get('epoch') or []
     if epoch not in epochs or not history.get('val_loss'): return None
     v = history['val_loss'][epochs.index(epoch)]
     return v if v is not None and math.isfinite(v) else None
 
-def _training_summary(history:dict|None, ckpt:dict|None, checkpoint, log:Callable)->dict:
+# %% ../nbs/04_report.ipynb #232c2fb6
+def _training_summary(history:dict|None,  # the caller's trainer history
+                      ckpt:dict|None,     # contents of the checkpoint evaluated, if any
+                      checkpoint,         # its path, for the warning
+                      log:Callable,       # where the warning goes
+                     )->dict:             # `_history_summary` with the checkpoint's own best epoch
     "Training summary with the checkpoint's own best epoch and loss; a warning if they differ."
     summary = _history_summary(history)
     if ckpt is None: return summary
@@ -498,92 +663,142 @@ def _training_summary(history:dict|None, ckpt:dict|None, checkpoint, log:Callabl
             f"{fmt(ours['best_val_loss'])}); the report evaluates and names the checkpoint")
     return (summary or own) | ours
 
-def check_sample_shape(model:nn.Module, sample_shape, source:str='the model'):
+# %% ../nbs/04_report.ipynb #a5b5346e
+def check_sample_shape(model:nn.Module,          # a `CNNAutoencoder` (it knows its `input_shape`)
+                       sample_shape,             # (C, H, W) of the data's samples
+                       source:str='the model',   # what the message calls the model
+                      ):
     "`ValueError` naming both shapes unless `model` was built for samples of `sample_shape`."
     if tuple(model.input_shape) != tuple(sample_shape):
-        raise ValueError(f"{source} was built for samples of shape {tuple(model.input_shape)} but the data has samples of shape "
-                         f"{tuple(sample_shape)}; use the configuration the checkpoint was trained with, or data of that shape")
+        raise ValueError(f"{source} was built for samples of shape {tuple(model.input_shape)} "
+                         f"but the data has samples of shape {tuple(sample_shape)}; use the "
+                         "configuration the checkpoint was trained with, or data of that shape")
 
 # %% ../nbs/04_report.ipynb #746643c1
-def _use_checkpoint(model:nn.Module, splits:DataSplits, checkpoint, log:Callable):
-    "A copy of `model` with `checkpoint`'s weights, and the checkpoint; `(model, None)` when there is none."
+def _use_checkpoint(model:nn.Module,    # the caller's model, left untouched
+                    splits:DataSplits,  # the data to evaluate on
+                    checkpoint,         # path of the checkpoint to evaluate, or None
+                    log:Callable,       # where warnings and the checkpoint evaluated go
+                   ):                   # (model to evaluate, checkpoint contents or None)
+    "A copy of `model` holding `checkpoint`'s weights, and the checkpoint; else `(model, None)`."
     if checkpoint is None: return model, None
     if not Path(checkpoint).is_file():
         log(f"report: WARNING checkpoint {checkpoint} not found; evaluating the model in memory")
         return model, None
     ckpt = load_checkpoint(checkpoint)
-    check_sample_shape(CNNAutoencoder(**ckpt['model_hparams']), splits.sample_shape, f"checkpoint {checkpoint}")
-    if ckpt.get('data_fingerprint') and splits.fingerprint and ckpt['data_fingerprint'] != splits.fingerprint:
-        log(f"report: WARNING {checkpoint} was trained on other data (fingerprint {ckpt['data_fingerprint']}, "
-            f"evaluating on {splits.fingerprint})")
+    check_sample_shape(CNNAutoencoder(**ckpt['model_hparams']), splits.sample_shape,
+                       f"checkpoint {checkpoint}")
+    if (ckpt.get('data_fingerprint') and splits.fingerprint
+            and ckpt['data_fingerprint'] != splits.fingerprint):
+        log(f"report: WARNING {checkpoint} was trained on other data "
+            f"(fingerprint {ckpt['data_fingerprint']}, evaluating on {splits.fingerprint})")
     model = copy.deepcopy(model)
     model.load_state_dict(ckpt['model'])
     log(f"report: evaluating {checkpoint} (epoch {ckpt.get('epoch', '?')})")
     return model, ckpt
 
+# %% ../nbs/04_report.ipynb #063e800a
+def _provenance(config:AEConfig,    # configuration of the run
+                splits:DataSplits,  # the data evaluated
+                model:nn.Module,    # the model evaluated
+                checkpoint,         # path of the checkpoint evaluated, if any
+                ckpt:dict|None,     # its contents; None when none was loaded
+                training:dict,      # from `_training_summary`
+                run_dir:Path,       # the run folder
+               )->dict:             # the first entries of the results
+    "What produced the results: experiment, config hash, data, checkpoint, model, the run's files."
+    results = {
+        'experiment': config.experiment.name, 'config_hash': config_hash(config),
+        'data_fingerprint': splits.fingerprint,
+        'checkpoint': str(checkpoint) if ckpt else None, 'model': _model_info(model),
+        'training': training, 'ae_nb_version': ae_nb.__version__,
+        'created': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}
+    folder = run_dir/'checkpoints'
+    results['checkpoints'] = {k: str(folder/f) for k, f in (('best', 'best.pth'),
+                                                            ('latest', 'latest.pth'))
+                              if (folder/f).is_file()}
+    results['wandb'] = str(run_dir/'wandb') if (run_dir/'wandb').exists() else None
+    return results
+
 # %% ../nbs/04_report.ipynb #dfaf62b7
-def generate_full_report(model:nn.Module,           # trained autoencoder (evaluated as is unless `checkpoint` is given)
-                         splits:DataSplits,         # train/val/test data with normalisation and fingerprint
-                         config:AEConfig,           # configuration of the run
-                         history:dict|None=None,    # trainer history (default: the checkpoint's)
-                         run_dir:str|Path|None=None, # run folder (default: from `config`); the report goes to `run_dir/report`
-                         checkpoint:str|Path|None=None, # checkpoint whose weights are evaluated (e.g. best.pth)
-                         log:Callable=print,        # where progress lines go
-                        )->dict:                    # metrics, provenance, paths and per-sample arrays
+def generate_full_report(model:nn.Module,         # trained autoencoder (as is without `checkpoint`)
+                         splits:DataSplits,       # train/val/test data, normalisation, fingerprint
+                         config:AEConfig,         # configuration of the run
+                         history:dict|None=None,  # trainer history (default: the checkpoint's)
+                         # run folder (default: from `config`); the report goes to `run_dir/report`
+                         run_dir:str|Path|None=None,
+                         checkpoint:str|Path|None=None, # checkpoint to evaluate (e.g. best.pth)
+                         log:Callable=print,      # where progress lines go
+                        )->dict:                  # metrics, provenance, paths and per-sample arrays
     "Evaluate on the test split against a PCA baseline, write figures, metrics.json and report.md."
     run_dir = Path(run_dir) if run_dir is not None else config_run_dir(config)
     check_sample_shape(model, splits.sample_shape)
     model, ckpt = _use_checkpoint(model, splits, checkpoint, log)
     training = _training_summary(history, ckpt, checkpoint, log)
     history = history or (ckpt or {}).get('history')
-    results = {'experiment': config.experiment.name, 'config_hash': config_hash(config), 'data_fingerprint': splits.fingerprint,
-               'checkpoint': str(checkpoint) if ckpt else None, 'model': _model_info(model),
-               'training': training,
-               'ae_nb_version': ae_nb.__version__, 'created': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}
-    folder = run_dir/'checkpoints'
-    results['checkpoints'] = {k: str(folder/f) for k, f in (('best', 'best.pth'), ('latest', 'latest.pth')) if (folder/f).is_file()}
-    results['wandb'] = str(run_dir/'wandb') if (run_dir/'wandb').exists() else None
+    results = _provenance(config, splits, model, checkpoint, ckpt, training, run_dir)
     t = splits.test
     if len(t) == 0:
-        log("report: WARNING the test split is empty (data.split.test is 0): no test metrics and no report written")
+        log("report: WARNING the test split is empty (data.split.test is 0): no test metrics and "
+            "no report written")
         return results | {'report': None}
-    results |= evaluate_splits(model, splits.train.x, splits.val.x, t.x, splits.norm, max(256, config.data.batch_size))
-    sources = [t.source(i) for i in range(len(t))] if t.index is not None and t.files is not None else None
+    results |= evaluate_splits(model, splits.train.x, splits.val.x, t.x, splits.norm,
+                               max(256, config.data.batch_size))
+    sources = ([t.source(i) for i in range(len(t))]
+               if t.index is not None and t.files is not None else None)
     write_report(results, run_dir/'report', model, t.x, t.labels, history, sources)
-    results |= {'report_dir': str(run_dir/'report'), 'report': str(run_dir/'report'/'report.md'), 'metrics': str(run_dir/'report'/'metrics.json')}
-    log(f"report: test MSE {results['test']['mse']:.4g} vs PCA-{results['pca']['n_components']} {results['pca']['mse']:.4g} "
-        f"(ratio {results['ae_vs_pca_mse_ratio']:.3f}); written to {results['report']}")
+    results |= {'report_dir': str(run_dir/'report'), 'report': str(run_dir/'report'/'report.md'),
+                'metrics': str(run_dir/'report'/'metrics.json')}
+    log(f"report: test MSE {results['test']['mse']:.4g} vs PCA-{results['pca']['n_components']} "
+        f"{results['pca']['mse']:.4g} (ratio {results['ae_vs_pca_mse_ratio']:.3f}); "
+        f"written to {results['report']}")
     return results
+
+# %% ../nbs/04_report.ipynb #6291276d
+def _raw_units_norm(norm:dict|None,   # the normalisation a checkpoint stores
+                    config:AEConfig,  # the configuration it was trained with
+                   )->dict|None:      # the normalisation of raw values
+    "A checkpoint's normalisation of raw values: older digits checkpoints stored it for raw / 16."
+    if norm is not None and 'min' not in norm and config.data.source == 'digits':
+        norm = to_raw_units(norm, raw_scale=DIGITS_MAX)
+    return norm
 
 # %% ../nbs/04_report.ipynb #beea5d4a
 def load_model(path:str|Path,       # any ae_nb checkpoint
                device='cpu',        # where the model is put
-              )->tuple[CNNAutoencoder, AEConfig, dict|None]: # model in eval mode, its config, its normalisation
+              )->tuple[CNNAutoencoder, AEConfig, dict|None]: # model in eval mode, its config, norm
     "Rebuild the model stored in a checkpoint; return it with its configuration and normalisation."
     ckpt = load_checkpoint(path)
     try: config = validate_configuration(ckpt['config'])
-    except (ConfigError, KeyError) as e: raise CheckpointError(f"{path}: the stored configuration is not valid for this ae_nb version: {e}") from None
+    except (ConfigError, KeyError) as e:
+        raise CheckpointError(f"{path}: the stored configuration is not valid for this ae_nb "
+                              f"version: {e}") from None
     try:
         model = CNNAutoencoder(**ckpt['model_hparams'])
         model.load_state_dict(ckpt['model'])
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{path}: cannot rebuild the model from this checkpoint ({type(e).__name__}: {str(e)[:300]})") from None
-    norm = ckpt.get('norm')
-    if norm is not None and 'min' not in norm and config.data.source == 'digits':
-        norm = to_raw_units(norm, raw_scale=DIGITS_MAX)   # older: shift, scale for raw / 16
+        raise CheckpointError(f"{path}: cannot rebuild the model from this checkpoint "
+                              f"({type(e).__name__}: {str(e)[:300]})") from None
+    norm = _raw_units_norm(ckpt.get('norm'), config)
     return model.to(device).eval(), config, norm
 
 # %% ../nbs/04_report.ipynb #82c91132
-def checkpoint_run_dir(checkpoint:str|Path)->Path:
-    "The run folder a checkpoint belongs to: the parent of `checkpoints/`, or the checkpoint's own folder."
+def checkpoint_run_dir(checkpoint:str|Path,  # path of a checkpoint
+                      )->Path:               # the folder holding `report/`, `checkpoints/`, ...
+    "The run folder of a checkpoint: the parent of `checkpoints/`, or the checkpoint's own folder."
     path = Path(checkpoint)
     return path.parent.parent if path.parent.name == 'checkpoints' else path.parent
 
-def stored_threshold(checkpoint:str|Path)->float|None:
-    "The anomaly threshold in the report of `checkpoint`'s run (`run/report/metrics.json`), None if there is none."
-    try: return float(json.loads((checkpoint_run_dir(checkpoint)/'report'/'metrics.json').read_text())['threshold']['value'])
+# %% ../nbs/04_report.ipynb #369207f4
+def stored_threshold(checkpoint:str|Path,  # any ae_nb checkpoint
+                    )->float|None:         # None when its run has no readable report
+    "The anomaly threshold in the report of `checkpoint`'s run (`run/report/metrics.json`) or None."
+    try:
+        return float(json.loads((checkpoint_run_dir(checkpoint)/'report'/'metrics.json')
+                                .read_text())['threshold']['value'])
     except (OSError, ValueError, KeyError, TypeError): return None
 
+# %% ../nbs/04_report.ipynb #294f0635
 def anomaly_scores(model:nn.Module,          # a trained `CNNAutoencoder`
                    x:np.ndarray,             # samples (N, C, H, W), raw units when `norm` is given
                    norm:dict|None=None,      # the data set's normalisation (from the checkpoint)
@@ -591,7 +806,7 @@ def anomaly_scores(model:nn.Module,          # a trained `CNNAutoencoder`
                    batch_size:int=256,       # samples per forward pass
                    device=None,              # where to run (default: the model's device)
                    warn:Callable|None=_stderr, # told if raw `x` is far outside the train range
-                  )->dict:                   # 'mse' (N,) and, with a threshold, 'flagged' (N,) bools
+                  )->dict:                   # 'mse' (N,); with a threshold, 'flagged' (N,) bools
     "Per-sample reconstruction error of `x` as an anomaly score, flagged against `threshold`."
     _check_range(x, norm, warn)
     mse = reconstruction_metrics(model, x, batch_size, device, norm=norm)['mse']
@@ -599,11 +814,11 @@ def anomaly_scores(model:nn.Module,          # a trained `CNNAutoencoder`
 
 # %% ../nbs/04_report.ipynb #48a78257
 def report_from_checkpoint(path:str|Path,               # checkpoint to evaluate
-                           run_dir:str|Path|None=None,  # run folder for `report/` (default: the checkpoint's)
-                           config:AEConfig|None=None,   # data settings (default: the checkpoint's configuration)
+                           run_dir:str|Path|None=None,  # run folder (default: the checkpoint's)
+                           config:AEConfig|None=None,   # data settings (default: the checkpoint's)
                            log:Callable=print,          # where progress lines go
                           )->dict:                      # as `generate_full_report`
-    "Regenerate the report of a checkpoint: load the model, prepare its data, evaluate and write the report."
+    "Regenerate a checkpoint's report: load the model, prepare its data, evaluate and write it."
     path = Path(path)
     model, stored, _ = load_model(path)
     config = config or stored
@@ -627,12 +842,21 @@ def file_samples(files:list[Path],           # raw files, e.g. from `find_raw_fi
             log(f"skipped unreadable file: {e}"); continue
         if tuple(x.shape[1:]) != tuple(sample_shape):
             shape = lambda s: 'x'.join(map(str, s))
-            raise DataError(f"{f}: samples of shape {shape(x.shape[1:])}, but the model was trained on {shape(sample_shape)}")
+            raise DataError(f"{f}: samples of shape {shape(x.shape[1:])}, but the model was "
+                            f"trained on {shape(sample_shape)}")
         yield f, x
 
 # %% ../nbs/04_report.ipynb #782bd713
-def _over_files(checkpoint, inputs, fn, device, skip_bad_files, npz_key, layout, log):
-    "Apply `fn(model, x, norm)` to the samples of every file; return the concatenated results and the index."
+def _over_files(checkpoint,      # any ae_nb checkpoint
+                inputs,          # glob(s) of raw files or folders
+                fn,              # `fn(model, x, norm)`: the result for the samples `x` of one file
+                device,          # where the model runs
+                skip_bad_files,  # skip unreadable files instead of stopping
+                npz_key,         # array to read from `.npz` files
+                layout,          # axes of 3-axis arrays
+                log,             # where duplicates, skipped files and the range warning go
+               ):                # (results per file, [(file, position)] per sample)
+    "Apply `fn(model, x, norm)` to the samples of every file; return the results and the index."
     model, config, norm = load_model(checkpoint, device)
     files = find_raw_files(inputs)
     if files.duplicates: log(files.note())
@@ -643,15 +867,18 @@ def _over_files(checkpoint, inputs, fn, device, skip_bad_files, npz_key, layout,
         index += [(str(f), i) for i in range(len(x))]
         if len(x): lo, hi = channel_range(x); low.append(lo); high.append(hi)
     if not low: return parts, index
-    if message := range_warning(np.fmin.reduce(low, 0), np.fmax.reduce(high, 0), norm): log(message)
+    if message := range_warning(np.fmin.reduce(low, 0), np.fmax.reduce(high, 0), norm):
+        log(message)
     return parts, index
 
+# %% ../nbs/04_report.ipynb #69653ef8
 def embed_files(checkpoint:str|Path,      # any ae_nb checkpoint
                 inputs:str|list[str],     # glob(s) of raw files or folders
                 batch_size:int=256,       # samples per forward pass
                 device='cpu',             # where the model runs
                 skip_bad_files:bool=False, # skip unreadable files instead of stopping
-                npz_key:str|None=None, layout:str='auto',
+                npz_key:str|None=None,    # array to read from `.npz` files
+                layout:str='auto',        # axes of 3-axis arrays: 'CHW' or 'NHW'
                 log:Callable=_stderr,     # where skipped files and warnings go
                )->tuple[np.ndarray, list]: # embeddings (N, E) and [(file, position)] per row
     "Embeddings of every sample in the raw files matching `inputs`."
@@ -660,44 +887,62 @@ def embed_files(checkpoint:str|Path,      # any ae_nb checkpoint
                                log)
     return (np.concatenate(parts) if parts else np.empty((0, 0), np.float32)), index
 
+# %% ../nbs/04_report.ipynb #fd4d9b69
 def score_files(checkpoint:str|Path,      # any ae_nb checkpoint
                 inputs:str|list[str],     # glob(s) of raw files or folders
-                threshold:float|None=None, # flag samples above this MSE (default: the run's report threshold)
-                batch_size:int=256, device='cpu', skip_bad_files:bool=False,
-                npz_key:str|None=None, layout:str='auto',
+                threshold:float|None=None, # flag samples above this MSE (default: from the report)
+                batch_size:int=256,       # samples per forward pass
+                device='cpu',             # where the model runs
+                skip_bad_files:bool=False, # skip unreadable files instead of stopping
+                npz_key:str|None=None,    # array to read from `.npz` files
+                layout:str='auto',        # axes of 3-axis arrays: 'CHW' or 'NHW'
                 log:Callable=_stderr,     # where skipped files and warnings go
                )->dict:                   # 'mse' (N,), 'flagged' (N,) or None, 'threshold', 'index'
-    "Per-sample reconstruction errors of the raw files matching `inputs`, flagged against a threshold."
+    "Per-sample reconstruction errors of the files matching `inputs`, flagged against a threshold."
     threshold = stored_threshold(checkpoint) if threshold is None else threshold
     score = lambda m, x, n: anomaly_scores(m, x, n, None, batch_size, warn=None)['mse']
     parts, index = _over_files(checkpoint, inputs, score, device, skip_bad_files, npz_key, layout,
                                log)
     mse = np.concatenate(parts) if parts else np.empty(0, np.float32)
-    return {'mse': mse, 'flagged': None if threshold is None else mse > threshold, 'threshold': threshold, 'index': index}
+    return {'mse': mse, 'flagged': None if threshold is None else mse > threshold,
+            'threshold': threshold, 'index': index}
+
+# %% ../nbs/04_report.ipynb #956a4edd
+def _ratio_line(r:float,  # autoencoder test MSE / PCA test MSE
+               )->str:
+    "The final summary's line comparing the autoencoder's test MSE with PCA's, in words."
+    return (f"autoencoder / PCA test MSE: {r:.3f} ({max(r, 1 / r):.1f}x "
+            f"{'lower' if r < 1 else 'higher'} error than PCA)" if r > 0
+            else "autoencoder / PCA test MSE: 0")
 
 # %% ../nbs/04_report.ipynb #2a9e58b5
-def print_final_results(results:dict,        # from `generate_full_report`, plus what the caller adds
-                        log:Callable=print,  # where the lines go
+def print_final_results(results:dict,       # from `generate_full_report`, plus what the caller adds
+                        log:Callable=print, # where the lines go
                        ):
     "Print the run's final numbers, PCA comparison, model, files and the command to continue."
     t, p, tr = results.get('test', {}), results.get('pca', {}), results.get('training', {})
     fmt = lambda v, f='.4g': '–' if v is None else format(v, f)
     log('=' * 20 + ' final results ' + '=' * 20)
-    if tr: log(f"epochs run: {tr['epochs']}; best val loss {fmt(tr['best_val_loss'])} (epoch {tr['best_epoch']}); "
-               f"final train loss {fmt(tr['final_train_loss'])}, val loss {fmt(tr['final_val_loss'])}")
-    if t: log(f"test ({t['n']} samples): MSE {fmt(t['mse'])}  MAE {fmt(t['mae'])}  PSNR {fmt(t['psnr'], '.2f')} dB  SSIM {fmt(t.get('ssim'), '.3f')}")
-    if p: log(f"PCA-{p['n_components']} baseline (fitted on train): MSE {fmt(p['mse'])}  MAE {fmt(p['mae'])}  PSNR {fmt(p['psnr'], '.2f')} dB  "
+    if tr: log(f"epochs run: {tr['epochs']}; best val loss {fmt(tr['best_val_loss'])} "
+               f"(epoch {tr['best_epoch']}); final train loss {fmt(tr['final_train_loss'])}, "
+               f"val loss {fmt(tr['final_val_loss'])}")
+    if t: log(f"test ({t['n']} samples): MSE {fmt(t['mse'])}  MAE {fmt(t['mae'])}  "
+              f"PSNR {fmt(t['psnr'], '.2f')} dB  SSIM {fmt(t.get('ssim'), '.3f')}")
+    if p: log(f"PCA-{p['n_components']} baseline (fitted on train): MSE {fmt(p['mse'])}  "
+              f"MAE {fmt(p['mae'])}  PSNR {fmt(p['psnr'], '.2f')} dB  "
               f"SSIM {fmt(p.get('ssim'), '.3f')}")
     if results.get('ae_vs_pca_mse_ratio') is not None:
-        r = results['ae_vs_pca_mse_ratio']
-        log(f"autoencoder / PCA test MSE: {r:.3f} ({max(r, 1 / r):.1f}x {'lower' if r < 1 else 'higher'} error than PCA)" if r > 0 else "autoencoder / PCA test MSE: 0")
+        log(_ratio_line(results['ae_vs_pca_mse_ratio']))
     if thr := results.get('threshold'):
-        log(f"anomaly threshold: MSE {fmt(thr['value'])} ({thr['percentile']:g}th pct of {thr['source']}); {thr['test_above']} test samples above")
+        log(f"anomaly threshold: MSE {fmt(thr['value'])} ({thr['percentile']:g}th pct of "
+            f"{thr['source']}); {thr['test_above']} test samples above")
     if m := results.get('model'):
-        log(f"model: {m['parameters']:,} parameters, input {'x'.join(map(str, m['input_shape']))} -> code {m['embedding_dim']}")
+        log(f"model: {m['parameters']:,} parameters, "
+            f"input {'x'.join(map(str, m['input_shape']))} -> code {m['embedding_dim']}")
     if 'wall_time_s' in results: log(f"wall time: {results['wall_time_s']:.1f} s")
     for k, v in (results.get('checkpoints') or {}).items(): log(f"checkpoint {k}: {v}")
     if results.get('checkpoint'): log(f"report evaluated: {results['checkpoint']}{_epoch_note(tr)}")
     if results.get('report'): log(f"report: {results['report']}")
     if results.get('wandb'): log(f"W&B run: {results['wandb']}")
-    if results.get('resume_command'): log(f"resume or extend (raise training.epochs): {results['resume_command']}")
+    if results.get('resume_command'):
+        log(f"resume or extend (raise training.epochs): {results['resume_command']}")
