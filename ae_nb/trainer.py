@@ -4,8 +4,7 @@
 
 # %% ../nbs/03_trainer.ipynb #9305e34d
 from __future__ import annotations
-import copy, datetime, hashlib, io, itertools, math, os, random, re, secrets, signal, sys, tempfile, threading, time
-from concurrent.futures import ThreadPoolExecutor
+import copy, itertools, math, os, random, re, signal, sys, threading, time
 from pathlib import Path
 from typing import Callable
 
@@ -17,21 +16,28 @@ from fastcore.basics import patch
 from matplotlib.figure import Figure
 
 from . import __version__
-from .config import AEConfig, TrainingConfig, config_hash, config_to_dict, flatten_dict, run_dir as config_run_dir
-from .performance import (Speedups, StepRig, apply_layout, begin_step, compile_model, fused_available, rule_speedups,
-                               tune_speedups, timings_key, timings_path, load_timings, save_timings)
+from .config import AEConfig, TrainingConfig, config_hash, config_to_dict, flatten_dict
+from .config import run_dir as config_run_dir
+from .performance import (Speedups, StepRig, apply_layout, begin_step, compile_model, fused_available,
+                               rule_speedups, tune_speedups, timings_key, timings_path, load_timings,
+                               save_timings)
 from .runfolder import RunFolderLost, claim_run_folder, owns, set_aside_previous_run
+from .checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_NAMES, CheckpointError, CheckpointWriter,
+                              RestartError, atomic_write_bytes, best_epoch_of, checkpoint_bytes,
+                              checkpoint_digest, checkpoint_epoch, find_restart_checkpoint, get_rng_state,
+                              host_snapshot, load_checkpoint, match_state_layout, plain_data,
+                              prune_restart_checkpoints, repair_checkpoint_set, save_checkpoint_file,
+                              set_rng_state)
+from .distributed import (DIST_TIMEOUT_S, STOP_CHECK_EVERY, PeerLostError, agreed_signal,
+                               check_same_checkpoint, close_distributed, gather_rank_sums, init_distributed,
+                               is_peer_failure, own_rank_sums, rank_and_world, sync_mean, wrap_ddp)
+from .callbacks import (default_callbacks, plot_losses, plot_reconstructions, reconstruction_mosaic,
+                             run_callbacks, show_progress)
 
 # %% auto #0
-__all__ = ['STOP_SIGNALS', 'LOSSES', 'PLATEAU_PATIENCE', 'CHECKPOINT_FORMAT', 'CHECKPOINT_NAMES', 'REUSED', 'STOP_CHECK_EVERY',
-           'DIST_TIMEOUT_S', 'TrainingError', 'TrainingInterrupted', 'TrainingAborted', 'CheckpointError',
-           'RestartError', 'PeerLostError', 'seed_everything', 'resolve_device', 'make_loss', 'make_optimizer',
-           'lr_factor', 'LRSchedule', 'train_step', 'checkpoint_digest', 'atomic_write_bytes', 'checkpoint_bytes',
-           'save_checkpoint_file', 'load_checkpoint', 'host_snapshot', 'CheckpointWriter', 'find_restart_checkpoint',
-           'get_rng_state', 'set_rng_state', 'reconstruction_mosaic', 'plot_reconstructions', 'plot_losses',
-           'get_training_params', 'get_setup_training_params', 'log_hyperparameters', 'TrainerAE', 'say_in_handler',
-           'show_progress', 'plain_data', 'init_distributed', 'close_distributed', 'best_epoch_of',
-           'match_state_layout', 'checkpoint_epoch']
+__all__ = ['STOP_SIGNALS', 'LOSSES', 'PLATEAU_PATIENCE', 'REUSED', 'TrainingError', 'TrainingInterrupted', 'TrainingAborted',
+           'seed_everything', 'resolve_device', 'make_loss', 'make_optimizer', 'lr_factor', 'LRSchedule', 'train_step',
+           'get_training_params', 'get_setup_training_params', 'log_hyperparameters', 'TrainerAE', 'say_in_handler']
 
 # %% ../nbs/03_trainer.ipynb #5b851a7d
 class TrainingError(RuntimeError):
@@ -48,6 +54,7 @@ class TrainingInterrupted(Exception):
         "Shell convention: 128 + signal number (130 for SIGINT, 143 for SIGTERM, 129 for SIGHUP)."
         return 128 + self.signum
 
+# %% ../nbs/03_trainer.ipynb #82b934a0
 STOP_SIGNALS = tuple(getattr(signal, n) for n in ('SIGINT', 'SIGTERM', 'SIGHUP') if hasattr(signal, n))
 
 class TrainingAborted(KeyboardInterrupt):
@@ -55,15 +62,6 @@ class TrainingAborted(KeyboardInterrupt):
     def __init__(self, signum:int):
         self.signum = int(signum)
         super().__init__(f"training aborted by a third {signal.Signals(self.signum).name}")
-
-class CheckpointError(ValueError):
-    "A checkpoint file is missing, damaged (truncated, altered) or not an ae_nb checkpoint."
-
-class RestartError(ValueError):
-    "A checkpoint cannot resume this run (different model shape, data or batches per epoch)."
-
-class PeerLostError(RuntimeError):
-    "Another process of a distributed run died or stopped answering; this one stopped at a step boundary."
 
 # %% ../nbs/03_trainer.ipynb #715f42d1
 def seed_everything(seed:int,                 # seed for python, numpy and torch (CPU and every GPU)
@@ -73,49 +71,57 @@ def seed_everything(seed:int,                 # seed for python, numpy and torch
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)  # seeds every CUDA device too
-    if deterministic: os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')  # cuBLAS needs it to be deterministic
-    if deterministic or torch.are_deterministic_algorithms_enabled(): torch.use_deterministic_algorithms(deterministic)  # ~1 s on first use: skip when already off
+    if deterministic: os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')  # cuBLAS needs it
+    if deterministic or torch.are_deterministic_algorithms_enabled():   # ~1 s on first use: skip if off
+        torch.use_deterministic_algorithms(deterministic)
     torch.backends.cudnn.deterministic = deterministic
     if deterministic: torch.backends.cudnn.benchmark = False
 
 # %% ../nbs/03_trainer.ipynb #0b40988f
+def _cuda_index(name:str, index:str|None)->int:
+    "The CUDA device `cuda[:index]` names: the given index, else this process's `LOCAL_RANK`."
+    if not torch.cuda.is_available():
+        raise ValueError(f"resources.device: {name!r} requested but CUDA is not available (use 'auto' or 'cpu')")
+    i = int(index if index is not None else os.environ.get('LOCAL_RANK', torch.cuda.current_device()))
+    if i >= torch.cuda.device_count():
+        raise ValueError(f"resources.device: {name!r} requested but only {torch.cuda.device_count()} "
+                         "CUDA device(s) exist")
+    return i
+
 def resolve_device(name:str='auto', # `auto`, `cpu`, `cuda`, `cuda:N` or `mps`
                   )->torch.device:
     "The torch device for `name`; an unavailable device is a `ValueError` that says what is available."
     has_mps = getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available()
-    if name == 'auto':
-        name = 'cuda' if torch.cuda.is_available() else 'mps' if has_mps else 'cpu'
+    if name == 'auto': name = 'cuda' if torch.cuda.is_available() else 'mps' if has_mps else 'cpu'
     if name == 'cpu': return torch.device('cpu')
     if name == 'mps':
-        if not has_mps: raise ValueError("resources.device: 'mps' requested but MPS is not available (use 'auto' or 'cpu')")
-        return torch.device('mps')
+        if has_mps: return torch.device('mps')
+        raise ValueError("resources.device: 'mps' requested but MPS is not available (use 'auto' or 'cpu')")
     m = re.fullmatch(r'cuda(?::(\d+))?', name)
     if not m: raise ValueError(f"resources.device: expected auto, cpu, cuda, cuda:N or mps, got {name!r}")
-    if not torch.cuda.is_available(): raise ValueError(f"resources.device: {name!r} requested but CUDA is not available (use 'auto' or 'cpu')")
-    index = int(m.group(1) if m.group(1) is not None else os.environ.get('LOCAL_RANK', torch.cuda.current_device()))
-    if index >= torch.cuda.device_count():
-        raise ValueError(f"resources.device: {name!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
-    return torch.device('cuda', index)
+    return torch.device('cuda', _cuda_index(name, m.group(1)))
 
 # %% ../nbs/03_trainer.ipynb #16729a04
 LOSSES = {'mse': F.mse_loss, 'l1': F.l1_loss, 'huber': F.huber_loss, 'bce': F.binary_cross_entropy}
-PLATEAU_PATIENCE = 3  # epochs without improvement before `plateau` multiplies the rate by `training.gamma`
+PLATEAU_PATIENCE = 3  # epochs without improvement before `plateau` multiplies the rate by `gamma`
 
 def make_loss(name:str)->Callable:
     "The reconstruction loss function called `name` (mse, l1, huber or bce)."
     if name not in LOSSES: raise ValueError(f"training.loss: expected one of {sorted(LOSSES)}, got {name!r}")
     return LOSSES[name]
 
+# %% ../nbs/03_trainer.ipynb #442786bb
 def make_optimizer(model:nn.Module,         # parameters to optimise (the trainable ones)
-                   training:TrainingConfig,   # `optimizer`, `learning_rate`, `weight_decay`, `momentum`
-                   fused:bool=False,          # the one-kernel implementation (`resources.performance.fused_optimizer`)
+                   training:TrainingConfig, # `optimizer`, `learning_rate`, `weight_decay`, `momentum`
+                   fused:bool=False,        # the one-kernel implementation (`performance.fused_optimizer`)
                   )->torch.optim.Optimizer:
     "The optimizer of `training.optimizer` over `model`'s trainable parameters."
-    params, lr, wd = [p for p in model.parameters() if p.requires_grad], training.learning_rate, training.weight_decay
-    kind = {'fused': True} if fused else {}
+    params = [p for p in model.parameters() if p.requires_grad]
+    lr, wd, kind = training.learning_rate, training.weight_decay, {'fused': True} if fused else {}
     if training.optimizer == 'adamw': return torch.optim.AdamW(params, lr=lr, weight_decay=wd, **kind)
     if training.optimizer == 'adam': return torch.optim.Adam(params, lr=lr, weight_decay=wd, **kind)
-    if training.optimizer == 'sgd': return torch.optim.SGD(params, lr=lr, momentum=training.momentum, weight_decay=wd, **kind)
+    if training.optimizer == 'sgd':
+        return torch.optim.SGD(params, lr=lr, momentum=training.momentum, weight_decay=wd, **kind)
     raise ValueError(f"training.optimizer: expected adamw, adam or sgd, got {training.optimizer!r}")
 
 # %% ../nbs/03_trainer.ipynb #c0c38cf1
@@ -142,8 +148,8 @@ def lr_factor(kind:str,              # cosine, onecycle, step, plateau or none
 class LRSchedule:
     "Sets the optimizer's learning rate at the start of each epoch; restorable from a plain dict."
     def __init__(self, optimizer:torch.optim.Optimizer, # optimizer whose rate is set
-                 training:TrainingConfig,                # `scheduler`, `epochs`, `warmup_epochs`, `step_size`, `gamma`
-                 patience:int=PLATEAU_PATIENCE,          # `plateau`: bad epochs before a reduction
+                 training:TrainingConfig,   # `scheduler`, `epochs`, `warmup_epochs`, `step_size`, `gamma`
+                 patience:int=PLATEAU_PATIENCE, # `plateau`: bad epochs before a reduction
                 ):
         self.optimizer, self.training, self.patience = optimizer, training, patience
         self.peak_lrs = [training.learning_rate for _ in optimizer.param_groups]
@@ -156,15 +162,24 @@ class LRSchedule:
         for group, peak in zip(self.optimizer.param_groups, self.peak_lrs): group['lr'] = peak * f
         return self.optimizer.param_groups[0]['lr']
 
-    def end_epoch(self, epoch:int, metric:float):
-        "Let `plateau` react to the finished `epoch`'s validation `metric`."
-        if self.training.scheduler != 'plateau' or epoch < self.training.warmup_epochs: return
-        if metric < self.best * (1 - 1e-4): self.best, self.bad_epochs = metric, 0
-        else: self.bad_epochs += 1
-        if self.bad_epochs > self.patience: self.scale, self.bad_epochs = self.scale * self.training.gamma, 0
+# %% ../nbs/03_trainer.ipynb #5785c2ba
+@patch
+def end_epoch(self:LRSchedule, epoch:int, metric:float):
+    "Let `plateau` react to the finished `epoch`'s validation `metric`."
+    if self.training.scheduler != 'plateau' or epoch < self.training.warmup_epochs: return
+    if metric < self.best * (1 - 1e-4): self.best, self.bad_epochs = metric, 0
+    else: self.bad_epochs += 1
+    if self.bad_epochs > self.patience: self.scale, self.bad_epochs = self.scale * self.training.gamma, 0
 
-    def state_dict(self)->dict: return {'scale': self.scale, 'best': self.best, 'bad_epochs': self.bad_epochs}
-    def load_state_dict(self, state:dict): self.scale, self.best, self.bad_epochs = state['scale'], state['best'], state['bad_epochs']
+@patch
+def state_dict(self:LRSchedule)->dict:
+    "The schedule's state: three numbers."
+    return {'scale': self.scale, 'best': self.best, 'bad_epochs': self.bad_epochs}
+
+@patch
+def load_state_dict(self:LRSchedule, state:dict):
+    "Continue from a `state_dict`."
+    self.scale, self.best, self.bad_epochs = state['scale'], state['best'], state['bad_epochs']
 
 # %% ../nbs/03_trainer.ipynb #94d95087
 def train_step(model:nn.Module,     # autoencoder being trained (in train mode)
@@ -188,255 +203,28 @@ def train_step(model:nn.Module,     # autoencoder being trained (in train mode)
     else: optimizer.step()
     return loss.detach()
 
-# %% ../nbs/03_trainer.ipynb #8427b13d
-CHECKPOINT_FORMAT = 'ae_nb.checkpoint.v1'
-
-def _digest(obj, h):
-    "Feed `obj` (nested dicts, lists, tensors, plain values) into hash `h` in a canonical order."
-    if isinstance(obj, Tensor):
-        t = obj.detach().cpu().contiguous()
-        h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy())
-    elif isinstance(obj, dict):
-        h.update(f"D{len(obj)}".encode())
-        for k in sorted(obj, key=repr): h.update(repr(k).encode()); _digest(obj[k], h)
-    elif isinstance(obj, (list, tuple)):
-        h.update(f"L{len(obj)}".encode())
-        for v in obj: _digest(v, h)
-    else: h.update(f"{type(obj).__name__}:{obj!r};".encode())
-
-def checkpoint_digest(checkpoint:dict)->str:
-    "SHA-256 of everything in `checkpoint` except its own `sha256` entry."
-    h = hashlib.sha256()
-    _digest({k: v for k, v in checkpoint.items() if k != 'sha256'}, h)
-    return h.hexdigest()
-
-# %% ../nbs/03_trainer.ipynb #4f3b84fd
-_write_counts = {}
-
-def _maybe_pause(path:Path):
-    "Test hook: pause write N of files named `STEM*` when `AE_NB_TEST_PAUSE_IN_SAVE` is `STEM:N[:SECONDS]`."
-    spec = os.environ.get('AE_NB_TEST_PAUSE_IN_SAVE')
-    if not spec: return
-    stem, nth, seconds = (spec.split(':') + ['', ''])[:3]
-    if not path.name.startswith(stem): return
-    _write_counts[stem] = _write_counts.get(stem, 0) + 1
-    if _write_counts[stem] == int(nth or 1):
-        print(f"AE_NB_TEST_PAUSE_IN_SAVE: paused writing {path}", file=sys.stderr, flush=True)
-        time.sleep(float(seconds or 3600))
-
-def atomic_write_bytes(data:bytes, # complete file contents
-                       path:Path,  # destination; replaced only once `data` is safely on disk
-                      )->Path:
-    "Write `data` to `path` atomically: temp file in the same folder, flush, fsync, `os.replace`, fsync the folder."
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix='.tmp', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            view = memoryview(data)
-            f.write(view[:len(view) // 2]); f.flush()
-            _maybe_pause(path)
-            f.write(view[len(view) // 2:]); f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        if os.path.exists(tmp): os.unlink(tmp)
-        if isinstance(e, OSError) and e.errno is not None:  # disk full, quota, read-only: say which file, and that the old one is safe
-            raise type(e)(e.errno, f"could not write {path} ({e.strerror}); {'the previous file is unchanged' if path.exists() else 'nothing was written'}") from e
-        raise
-    if hasattr(os, 'O_DIRECTORY'):  # make the rename itself durable
-        dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try: os.fsync(dfd)
-        finally: os.close(dfd)
-    return path
-
-# %% ../nbs/03_trainer.ipynb #e71395f2
-def _map_tensors(obj, fn:Callable):
-    "`obj` with `fn` applied to every tensor in it (dicts, lists and tuples rebuilt, other values shared)."
-    if isinstance(obj, Tensor): return fn(obj)
-    if isinstance(obj, dict): return {k: _map_tensors(v, fn) for k, v in obj.items()}
-    if isinstance(obj, list): return [_map_tensors(v, fn) for v in obj]
-    if isinstance(obj, tuple): return tuple(_map_tensors(v, fn) for v in obj)
-    return obj
-
-def _to_cpu(obj):
-    "`obj` with every tensor moved to the CPU (CPU tensors shared, not copied)."
-    return _map_tensors(obj, lambda t: t.detach().cpu())
-
-def checkpoint_bytes(checkpoint:dict, # tensors and plain values only
-                    )->memoryview:        # the file's contents
-    "`checkpoint` with its SHA-256, serialised as a `.pth` file's bytes."
-    checkpoint = _to_cpu(checkpoint)  # one device-to-host copy, shared by the hash and the file
-    checkpoint['sha256'] = checkpoint_digest(checkpoint)
-    buffer = io.BytesIO()
-    torch.save(checkpoint, buffer)
-    return buffer.getbuffer()
-
-def save_checkpoint_file(checkpoint:dict, # tensors and plain values only
-                         path:Path,       # destination `.pth`
-                        )->Path:
-    "Store `checkpoint` with its SHA-256 in `path`, atomically."
-    return atomic_write_bytes(checkpoint_bytes(checkpoint), path)
-
-def load_checkpoint(path:str|Path,         # checkpoint file
-                    map_location='cpu',    # where tensors are loaded
-                   )->dict:                # the verified checkpoint
-    "Load a checkpoint written by `save_checkpoint_file`; `CheckpointError` naming the file if it is damaged."
-    path = Path(path)
-    if not path.is_file(): raise CheckpointError(f"{path}: checkpoint not found")
-    try: checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:
-        lines = [l.strip() for l in str(e).splitlines() if l.strip()] or [type(e).__name__]
-        reason = next((l for l in lines if l.startswith('WeightsUnpickler error')), lines[0])[:300]
-        raise CheckpointError(f"{path}: damaged or not a checkpoint (cannot load it: {reason})") from None
-    if not isinstance(checkpoint, dict) or checkpoint.get('format') != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: not an ae_nb checkpoint (no '{CHECKPOINT_FORMAT}' format tag)")
-    if checkpoint.get('sha256') != checkpoint_digest(checkpoint):
-        raise CheckpointError(f"{path}: damaged checkpoint (its SHA-256 does not match the contents)")
-    return checkpoint
-
-# %% ../nbs/03_trainer.ipynb #b7782914
-def host_snapshot(obj)->tuple[object, object]:
-    "A private copy of `obj` with every tensor in host memory, and the CUDA event after which the copies are done (or None)."
-    streams = set()
-    def copy_(x:Tensor)->Tensor:
-        x = x.detach()
-        if not x.is_cuda: return x.to('cpu', copy=True)   # keeps the layout: optimizer state must match its parameter's
-        out = torch.empty_like(x, device='cpu', pin_memory=True)   # pinned, same layout, without waiting for the GPU
-        streams.add(x.device); return out.copy_(x, non_blocking=True)
-    out, event = _map_tensors(obj, copy_), None
-    if streams: event = torch.cuda.Event(); event.record(torch.cuda.current_stream(next(iter(streams))))
-    return out, event
-
-class CheckpointWriter:
-    "A background thread that runs checkpoint writes in order, one at a time; a failed write's error is raised by the next call."
-    def __init__(self, background:bool=True): # False: run each write at once, in the caller's thread
-        self.background, self._pool, self._job = background, None, None
-
-    def submit(self, fn:Callable, *args):
-        "Run `fn(*args)` in the background once the previous write has finished (raising its error, if it failed)."
-        self.wait()
-        if not self.background: fn(*args); return
-        if self._pool is None: self._pool = ThreadPoolExecutor(1, thread_name_prefix='ae_nb-checkpoint')
-        self._job = self._pool.submit(fn, *args)
-
-    def wait(self):
-        "Block until the current write is done; raise its error if it failed."
-        job, self._job = self._job, None
-        if job is not None: job.result()
-
-    def close(self):
-        "Wait for the current write, then stop the thread (safe to call more than once)."
-        try: self.wait()
-        finally:
-            if self._pool is not None: self._pool.shutdown(); self._pool = None
-
-# %% ../nbs/03_trainer.ipynb #b7fdb810
-def _checkpoint_candidates(folder:Path)->list[Path]:
-    "Checkpoint files of a run that a restart may resume from, most preferred first on a tie."
-    restarts = sorted(folder.glob('restart_e*.pth'), reverse=True)
-    return [folder/'emergency.pth', folder/'latest.pth', folder/'final_checkpoint.pth', *restarts]
-
-def find_restart_checkpoint(run_dir:str|Path, # run folder (holds `checkpoints/`)
-                            log:Callable=print, # where skipped files are reported
-                           )->Path|None:      # newest valid checkpoint, None if there is none
-    "The valid checkpoint of `run_dir` that is furthest into training; damaged ones are skipped and logged."
-    best, best_key = None, None
-    for rank, path in enumerate(_checkpoint_candidates(Path(run_dir)/'checkpoints')):
-        if not path.exists(): continue
-        try: checkpoint = load_checkpoint(path)
-        except CheckpointError as e: log(f"skipping {e}"); continue
-        key = (checkpoint['global_step'], -rank)
-        if best_key is None or key > best_key: best, best_key = path, key
-    return best
-
-# %% ../nbs/03_trainer.ipynb #86ae8e62
-def get_rng_state()->dict:
-    "States of python's, numpy's and torch's (CPU and CUDA) generators, as plain data and tensors."
-    np_state = np.random.get_state(legacy=False)
-    return {'python': random.getstate(),
-            'numpy': {**np_state, 'state': {'key': torch.from_numpy(np_state['state']['key'].astype(np.int64)),
-                                            'pos': int(np_state['state']['pos'])}},
-            'torch': torch.get_rng_state(),
-            'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
-
-def set_rng_state(state:dict):
-    "Restore generator states saved by `get_rng_state`."
-    random.setstate(tuple(v if not isinstance(v, list) else tuple(v) for v in state['python']))
-    np_state = state['numpy']
-    np.random.set_state({**np_state, 'state': {'key': np_state['state']['key'].numpy().astype(np.uint32), 'pos': np_state['state']['pos']}})
-    torch.set_rng_state(state['torch'])
-    if torch.cuda.is_available() and state['cuda']: torch.cuda.set_rng_state_all(state['cuda'][:torch.cuda.device_count()])
-
-# %% ../nbs/03_trainer.ipynb #d701bcb3
-def _as_images(x)->np.ndarray:
-    "(N,C,H,W) tensor or array as a float numpy array (N,H,W) or (N,H,W,3) ready for `imshow`."
-    x = (x.detach().float().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x, dtype=np.float32))
-    return np.clip(x.transpose(0, 2, 3, 1), 0, 1) if x.shape[1] == 3 else x[:, 0]
-
-def reconstruction_mosaic(inputs, outputs, # images (N,C,H,W) and their reconstructions
-                          pad:int=1,          # white pixels between images
-                         )->np.ndarray:       # one image: inputs on the top row, outputs below
-    "Inputs and reconstructions tiled into one array, each pair scaled by its input's range."
-    x, y = _as_images(inputs), _as_images(outputs)
-    n, h, w = x.shape[:3]
-    canvas = np.ones((2 * h + 3 * pad, n * (w + pad) + pad, *x.shape[3:]), np.float32)
-    for i in range(n):
-        low, high = float(x[i].min()), float(x[i].max())
-        for row, img in enumerate((x[i], y[i])):
-            top, left = pad + row * (h + pad), pad + i * (w + pad)
-            canvas[top:top + h, left:left + w] = np.clip((img - low) / (high - low if high > low else 1), 0, 1)
-    return canvas
-
-def plot_reconstructions(inputs,           # images (N,C,H,W), tensor or array
-                         outputs,          # their reconstructions, same shape
-                         path=None,        # PNG to write, if given
-                         n:int=8,          # how many samples to show
-                         title:str|None=None, # figure title
-                        )->Figure:
-    "Inputs on top, reconstructions below, as one image (cheap enough to draw every few epochs)."
-    canvas = reconstruction_mosaic(inputs[:n], outputs[:n])
-    fig = Figure(figsize=(max(3.0, 0.9 * min(n, len(inputs))), 2.4))
-    ax = fig.add_axes((0.12, 0.02, 0.86, 0.82 if title else 0.94))
-    ax.imshow(canvas, cmap='gray', vmin=0, vmax=1, interpolation='nearest')
-    h = (canvas.shape[0] - 3) / 2
-    ax.set_xticks([]); ax.set_yticks([1 + h / 2, 2 + 1.5 * h], ['input', 'output'])
-    if title: ax.set_title(title)
-    if path is not None: Path(path).parent.mkdir(parents=True, exist_ok=True); fig.savefig(path, dpi=100)
-    return fig
-
-def plot_losses(history:dict, # `trainer.history`
-                path=None,    # PNG to write, if given
-               )->Figure:
-    "Training and validation loss per epoch, on a log scale."
-    fig = Figure(figsize=(5, 3.2))
-    ax = fig.add_axes((0.15, 0.15, 0.8, 0.8))
-    ax.plot(history['epoch'], history['train_loss'], 'o-', ms=3, label='train')
-    val = [(e, v) for e, v in zip(history['epoch'], history['val_loss']) if v is not None]
-    if val: ax.plot(*zip(*val), 'o-', ms=3, label='validation')
-    ax.set_xlabel('epoch'); ax.set_ylabel('loss'); ax.set_yscale('log'); ax.legend(); ax.grid(alpha=0.3)
-    if path is not None: Path(path).parent.mkdir(parents=True, exist_ok=True); fig.savefig(path, dpi=100)
-    return fig
-
 # %% ../nbs/03_trainer.ipynb #6516f6a8
 def get_training_params(config:AEConfig)->dict:
     "The optimisation settings of `config` as one flat dict."
-    t = config.training
+    t, e = config.training, config.experiment
     return dict(epochs=t.epochs, batch_size=config.data.batch_size, learning_rate=t.learning_rate,
-                weight_decay=t.weight_decay, optimizer=t.optimizer, momentum=t.momentum, scheduler=t.scheduler,
-                warmup_epochs=t.warmup_epochs, step_size=t.step_size, gamma=t.gamma, loss=t.loss, grad_clip=t.grad_clip,
-                early_stopping_patience=t.early_stopping_patience, amp=t.amp, compile=config.resources.performance.compile,
-                device=config.resources.device, seed=config.experiment.seed, deterministic=config.experiment.deterministic)
+                weight_decay=t.weight_decay, optimizer=t.optimizer, momentum=t.momentum,
+                scheduler=t.scheduler, warmup_epochs=t.warmup_epochs, step_size=t.step_size, gamma=t.gamma,
+                loss=t.loss, grad_clip=t.grad_clip, early_stopping_patience=t.early_stopping_patience,
+                amp=t.amp, compile=config.resources.performance.compile, device=config.resources.device,
+                seed=e.seed, deterministic=e.deterministic)
 
 def get_setup_training_params(config:AEConfig)->dict:
     "Where and how often the run checkpoints, plots and logs, as one flat dict."
     t = config.training
-    return dict(run_dir=str(config_run_dir(config)), save_every=t.checkpoint.save_every, keep_last=t.checkpoint.keep_last,
-                plot_every=t.plot_every, log_every=t.log_every, restart=t.restart, restart_from=t.restart_from,
-                progress=config.logging.progress, wandb_mode=config.logging.wandb.mode)
+    return dict(run_dir=str(config_run_dir(config)), save_every=t.checkpoint.save_every,
+                keep_last=t.checkpoint.keep_last, plot_every=t.plot_every, log_every=t.log_every,
+                restart=t.restart, restart_from=t.restart_from, progress=config.logging.progress,
+                wandb_mode=config.logging.wandb.mode)
 
-def log_hyperparameters(config:AEConfig,   # the run's configuration
-                        params:dict,       # e.g. `get_training_params(config)`
+# %% ../nbs/03_trainer.ipynb #38cf3daa
+def log_hyperparameters(config:AEConfig,    # the run's configuration
+                        params:dict,        # e.g. `get_training_params(config)`
                         log:Callable=print, # where lines go
                        ):
     "Log `params` as an aligned block headed by the run name and config hash."
@@ -445,140 +233,53 @@ def log_hyperparameters(config:AEConfig,   # the run's configuration
     for k, v in params.items(): log(f"  {k:<{width}}  {v}")
 
 # %% ../nbs/03_trainer.ipynb #9c0441ef
-CHECKPOINT_NAMES = {'latest': 'latest.pth', 'best': 'best.pth', 'emergency': 'emergency.pth', 'final': 'final_checkpoint.pth'}
-
-def _distributed()->tuple[int, int]:
-    "(rank, world size) of this process: (0, 1) unless `torch.distributed` is initialised."
-    import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized(): return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
 class TrainerAE:
     "Train `model` on `train_loader`, validate on `val_loader`, checkpoint into `run_dir`, resume exactly."
     def __init__(self, model:nn.Module,        # the autoencoder (its `hparams` go into checkpoints)
                  config:AEConfig,               # resolved configuration
                  train_loader,                  # training batches (`iter_epoch(epoch, start)` for exact resume)
-                 val_loader,                    # validation batches (not shuffled); None: select on the training loss
-                 norm:dict|None=None,           # normalisation stats, stored in checkpoints
+                 val_loader,                    # validation batches (not shuffled); None: select on training loss
+                 norm:dict|None=None,           # raw-to-model transform of the data, stored in checkpoints
                  data_fingerprint:str|None=None, # identity of the data; a restart on other data is refused
                  run_dir:str|Path|None=None,    # run folder (default: `experiment.results_dir/name`)
                  log:Callable|None=None,        # where messages go (default: print)
                 ):
         self.model, self.config, self.train_loader, self.val_loader = model, config, train_loader, val_loader
         self.norm, self.data_fingerprint = norm, data_fingerprint
-        self.rank, self.world_size = _distributed()
+        self.rank, self.world_size = rank_and_world()
         self.is_main = self.rank == 0
         self.log = (log or print) if self.is_main else (lambda msg: None)  # other ranks stay quiet
         self.run_dir = Path(run_dir) if run_dir is not None else config_run_dir(config)
         self.checkpoint_dir, self.plot_dir = self.run_dir/'checkpoints', self.run_dir/'plots'
         self.device = resolve_device(config.resources.device)
-        self.speedups = rule_speedups(config, self.device)  # until `setup_training` decides them for the run
-        self.amp_dtype = self.speedups.amp_dtype
-        self.loss_fn = make_loss(config.training.loss)
-        self.forward_model, self.eval_model, self.optimizer, self.scheduler, self.scaler = model, model, None, None, None
-        self.wandb_run_id, self._wandb, self._wandb_min_step, self._display = None, None, 0, None
+        self.speedups = rule_speedups(config, self.device)  # until `setup_training` decides them
+        self.amp_dtype, self.loss_fn = self.speedups.amp_dtype, make_loss(config.training.loss)
+        self.forward_model = self.eval_model = model
+        self.optimizer = self.scheduler = self.scaler = self.wandb_run_id = None
         self._stop_signal, self._signal_count, self._saved_handlers = None, 0, {}
-        self.callbacks = []  # fn(trainer, event) after each epoch ('epoch_end') and when training ends ('train_end')
-        self._writer = CheckpointWriter(background=self.device.type != 'cpu')  # in the background while a GPU trains
+        self.callbacks = default_callbacks()   # watchers; append `fn(trainer, event)` or `Callback`s
+        self._writer = CheckpointWriter(background=self.device.type != 'cpu')  # background beside a GPU
         self._reset_state()
 
-    def _reset_state(self):
-        "Position, metrics and history of a fresh run."
-        self.epoch = self.step_in_epoch = self.global_step = 0
-        self.best_val, self.epochs_since_best, self.early_stopped, self._nonfinite = math.inf, 0, False, False
-        self.best_epoch = 0     # the epoch whose state best.pth holds
-        self.mid_step = False   # from an optimizer step (or a load) until the position agrees with the weights
-        self.history = {'epoch': [], 'train_loss': [], 'val_loss': [], 'lr': [], 'time': []}
-        self._loss_sum, self._n_seen, self._epoch_time = None, 0, 0.0
-        self.resumed_from, self._emergency_resumed = None, False  # checkpoint this run continued from
-
-    @property
-    def _has_val(self)->bool: return self.val_loader is not None and len(self.val_loader) > 0
-
-    @property
-    def position(self)->tuple[int, int, int]:
-        "(epoch, step_in_epoch, global_step): epochs completed, steps done in the current one, steps in total."
-        return self.epoch, self.step_in_epoch, self.global_step
-
-# %% ../nbs/03_trainer.ipynb #8fce002e
-def _data_bytes(*loaders)->int:
-    "Bytes the arrays behind `loaders` would take as float32 on a device (0 for loaders without arrays)."
-    return sum(4 * int(np.prod(l.x.shape)) for l in loaders if l is not None and hasattr(l, 'to_device'))
-
-REUSED = ('amp', 'channels_last', 'fused_optimizer', 'compile')  # settings a restart takes from its checkpoint
-
+# %% ../nbs/03_trainer.ipynb #e9b7a2f2
 @patch
-def _decide_speedups(self:TrainerAE, saved:dict|None=None, # `performance` of the checkpoint being resumed
-                    )->Speedups:
-    "The speed settings of this run: the checkpoint's where it has them and the config says `auto`, else timed."
-    if saved and saved.get('device_type') == self.device.type:
-        s = rule_speedups(self.config, self.device, _data_bytes(self.train_loader, self.val_loader))
-        fused_ok = fused_available(self.device.type, self.config.training.optimizer)   # this PyTorch may lack it
-        for name in REUSED:
-            if s.how[name] == 'rule' and (name != 'fused_optimizer' or fused_ok):
-                setattr(s, name, saved['settings'][name]); s.how[name] = 'checkpoint'
-        return s
-    if self.world_size > 1:
-        import torch.distributed as dist
-        box = [self._tune_speedups().settings() if self.is_main else None]
-        dist.broadcast_object_list(box, src=0)
-        s = rule_speedups(self.config, self.device, _data_bytes(self.train_loader, self.val_loader))
-        for name in REUSED: setattr(s, name, box[0][name]); s.how[name] = 'rank 0'
-        return s
-    return self._tune_speedups()
+def _reset_state(self:TrainerAE):
+    "Position, metrics and history of a fresh run."
+    self.epoch = self.step_in_epoch = self.global_step = 0
+    self.best_val, self.epochs_since_best, self.early_stopped, self._nonfinite = math.inf, 0, False, False
+    self.best_epoch = 0     # the epoch whose state best.pth holds
+    self.mid_step = False   # from an optimizer step (or a load) until the position agrees with the weights
+    self.history = {'epoch': [], 'train_loss': [], 'val_loss': [], 'lr': [], 'time': []}
+    self._loss_sum, self._n_seen, self._epoch_time, self._rank_sums = None, 0, 0.0, None
+    self.resumed_from, self._emergency_resumed = None, False  # checkpoint this run continued from
 
-@patch
-def _tune_speedups(self:TrainerAE)->Speedups:
-    "Time the `auto` settings on a real batch of this run (restoring every random state), reusing stored timings."
-    t, rng = self.config.training, get_rng_state()
-    batch = next(iter(_epoch_batches(self.train_loader, 0))).to(self.device)
-    set_rng_state(rng)
-    key = timings_key(self.config, getattr(self.model, 'module', self.model), tuple(batch.shape), self.device, self.world_size)
-    path, self._rig = timings_path(self.config, key), None
-    known = load_timings(path, key)
-    step = lambda model, b, opt, amp_dtype: train_step(model, b, opt, self.loss_fn, None, amp_dtype, t.grad_clip)
-    rig = StepRig(self.model, batch, lambda m, fused: make_optimizer(m, t, fused), step)
-    s = tune_speedups(self.config, rig, (t.epochs - self.epoch) * len(self.train_loader),
-                      _data_bytes(self.train_loader, self.val_loader), known, self.log)
-    if s.timings_ms != known and self.is_main: save_timings(path, key, s.timings_ms)
-    if self.world_size == 1: self._rig = rig   # its compiled model, if it compiled the winner, is reused
-    return s
+@patch(as_prop=True)
+def _has_val(self:TrainerAE)->bool: return self.val_loader is not None and len(self.val_loader) > 0
 
-@patch
-def setup_training(self:TrainerAE, saved_performance:dict|None=None, # a checkpoint's `performance` (restart)
-                  ):
-    "Settle the speed settings; move the model and data; build optimizer, schedule and AMP scaler; reset the position."
-    t = self.config.training
-    output = (getattr(self.model, 'hparams', None) or {}).get('output_activation', 'sigmoid')
-    if t.loss == 'bce' and output != 'sigmoid':
-        raise ValueError(f"training.loss: 'bce' needs outputs in [0, 1] (model.output_activation 'sigmoid'), got {output!r}")
-    if len(self.train_loader) == 0: raise ValueError("the training loader yields no batches (is the train split empty?)")
-    self.model.to(self.device)
-    self.speedups = s = self._decide_speedups(saved_performance)
-    if self.world_size > 1 and s.compile == 'reduce-overhead':   # CUDA graphs around DDP's all-reduce hooks: not supported here
-        s.compile, s.how['compile'] = 'default', s.how['compile'] + ', without CUDA graphs under DDP'
-    self.log(f"speed settings: {s}")
-    if self.device.type == 'cuda': torch.backends.cudnn.benchmark = s.cudnn_benchmark
-    apply_layout(self.model, s.channels_last)
-    if s.data_on_device:
-        for loader in (self.train_loader, self.val_loader):
-            if hasattr(loader, 'to_device') and loader.device_x is None: loader.to_device(self.device)
-    self.amp_dtype = s.amp_dtype
-    self.optimizer = make_optimizer(self.model, t, s.fused_optimizer)
-    self.optimizer.register_step_pre_hook(lambda *_: setattr(self, 'mid_step', True))
-    self.scheduler = LRSchedule(self.optimizer, t)
-    self.scaler = torch.amp.GradScaler(self.device.type) if self.amp_dtype == torch.float16 else None
-    rig, self._rig = getattr(self, '_rig', None), None
-    self.eval_model = rig.compiled[s.compile] if rig is not None and s.compile in rig.compiled else compile_model(self.model, s.compile)
-    self.forward_model = self.eval_model if self.world_size == 1 else _wrap_ddp(self.model, self.device, s.compile)
-    self._reset_state()
-
-@patch
-def _batch_to_device(self:TrainerAE, batch:Tensor)->Tensor:
-    "`batch` on the run's device (without waiting for the copy) and in the model's memory layout; a new step begins."
-    begin_step(self.speedups.compile)
-    batch = batch.to(self.device, non_blocking=True)
-    return batch.contiguous(memory_format=torch.channels_last) if self.speedups.channels_last else batch
+@patch(as_prop=True)
+def position(self:TrainerAE)->tuple[int, int, int]:
+    "(epoch, step_in_epoch, global_step): epochs completed, steps done in the current one, steps in total."
+    return self.epoch, self.step_in_epoch, self.global_step
 
 # %% ../nbs/03_trainer.ipynb #25ba22d7
 def _epoch_batches(loader, epoch:int, start:int=0):
@@ -590,15 +291,113 @@ def _epoch_batches(loader, epoch:int, start:int=0):
         batches = itertools.islice(loader, start, None)
     for b in batches: yield b[0] if isinstance(b, (list, tuple)) else b
 
+# %% ../nbs/03_trainer.ipynb #8fce002e
+def _data_bytes(*loaders)->int:
+    "Bytes the arrays behind `loaders` would take as float32 on a device (0 for loaders without arrays)."
+    return sum(4 * int(np.prod(l.x.shape)) for l in loaders if l is not None and hasattr(l, 'to_device'))
+
+REUSED = ('amp', 'channels_last', 'fused_optimizer', 'compile')  # settings a restart takes from its checkpoint
+
+@patch
+def _rule_speedups(self:TrainerAE)->Speedups:
+    "The speed settings the config and fixed rules give, before anything is timed."
+    return rule_speedups(self.config, self.device, _data_bytes(self.train_loader, self.val_loader))
+
+# %% ../nbs/03_trainer.ipynb #60ab0383
+@patch
+def _decide_speedups(self:TrainerAE, saved:dict|None=None, # `performance` of the checkpoint resumed
+                    )->Speedups:
+    "The run's speed settings: the checkpoint's where it has them and the config says `auto`, else timed."
+    if saved and saved.get('device_type') == self.device.type:
+        s = self._rule_speedups()
+        fused_ok = fused_available(self.device.type, self.config.training.optimizer)   # may be missing
+        for name in REUSED:
+            if s.how[name] == 'rule' and (name != 'fused_optimizer' or fused_ok):
+                setattr(s, name, saved['settings'][name]); s.how[name] = 'checkpoint'
+        return s
+    if self.world_size == 1: return self._tune_speedups()
+    import torch.distributed as dist
+    box = [self._tune_speedups().settings() if self.is_main else None]
+    dist.broadcast_object_list(box, src=0)
+    s = self._rule_speedups()
+    for name in REUSED: setattr(s, name, box[0][name]); s.how[name] = 'rank 0'
+    return s
+
+# %% ../nbs/03_trainer.ipynb #533a980c
+@patch
+def _tune_speedups(self:TrainerAE)->Speedups:
+    "Time the `auto` settings on a real batch of this run (restoring every random state), or reuse timings."
+    t, rng = self.config.training, get_rng_state()
+    batch = next(iter(_epoch_batches(self.train_loader, 0))).to(self.device)
+    set_rng_state(rng)
+    model = getattr(self.model, 'module', self.model)
+    key = timings_key(self.config, model, tuple(batch.shape), self.device, self.world_size)
+    path, self._rig = timings_path(self.config, key), None
+    known = load_timings(path, key)
+    step = lambda model, b, opt, amp_dtype: train_step(model, b, opt, self.loss_fn, None, amp_dtype, t.grad_clip)
+    rig = StepRig(self.model, batch, lambda m, fused: make_optimizer(m, t, fused), step)
+    s = tune_speedups(self.config, rig, (t.epochs - self.epoch) * len(self.train_loader),
+                      _data_bytes(self.train_loader, self.val_loader), known, self.log)
+    if s.timings_ms != known and self.is_main: save_timings(path, key, s.timings_ms)
+    if self.world_size == 1: self._rig = rig   # its compiled model, if it compiled the winner, is reused
+    return s
+
+# %% ../nbs/03_trainer.ipynb #4d03f32e
+@patch
+def _check_setup(self:TrainerAE):
+    "Refuse settings that cannot train, before anything is built."
+    output = (getattr(self.model, 'hparams', None) or {}).get('output_activation', 'sigmoid')
+    if self.config.training.loss == 'bce' and output != 'sigmoid':
+        raise ValueError("training.loss: 'bce' needs outputs in [0, 1] (model.output_activation "
+                         f"'sigmoid'), got {output!r}")
+    if len(self.train_loader) == 0:
+        raise ValueError("the training loader yields no batches (is the train split empty?)")
+
+@patch
+def _apply_speedups(self:TrainerAE, s:Speedups):
+    "Put the model and the data where and how `s` says."
+    if self.device.type == 'cuda': torch.backends.cudnn.benchmark = s.cudnn_benchmark
+    apply_layout(self.model, s.channels_last)
+    if not s.data_on_device: return
+    for loader in (self.train_loader, self.val_loader):
+        if hasattr(loader, 'to_device') and loader.device_x is None: loader.to_device(self.device)
+
+# %% ../nbs/03_trainer.ipynb #5c01171e
+@patch
+def setup_training(self:TrainerAE, saved_performance:dict|None=None, # a checkpoint's `performance` (restart)
+                  ):
+    "Settle the speed settings; move model and data; build optimizer, schedule and scaler; reset the position."
+    self._check_setup()
+    self.model.to(self.device)
+    self.speedups = s = self._decide_speedups(saved_performance)
+    if self.world_size > 1 and s.compile == 'reduce-overhead':   # no CUDA graphs around DDP's hooks
+        s.compile, s.how['compile'] = 'default', s.how['compile'] + ', without CUDA graphs under DDP'
+    self.log(f"speed settings: {s}")
+    self._apply_speedups(s)
+    self.amp_dtype = s.amp_dtype
+    self.optimizer = make_optimizer(self.model, self.config.training, s.fused_optimizer)
+    self.optimizer.register_step_pre_hook(lambda *_: setattr(self, 'mid_step', True))
+    self.scheduler = LRSchedule(self.optimizer, self.config.training)
+    self.scaler = torch.amp.GradScaler(self.device.type) if self.amp_dtype == torch.float16 else None
+    rig, self._rig = getattr(self, '_rig', None), None
+    reuse = rig is not None and s.compile in rig.compiled
+    self.eval_model = rig.compiled[s.compile] if reuse else compile_model(self.model, s.compile)
+    self.forward_model = self.eval_model if self.world_size == 1 else wrap_ddp(self.model, self.device, s.compile)
+    self._reset_state()
+
+# %% ../nbs/03_trainer.ipynb #fda26dfe
+@patch
+def _batch_to_device(self:TrainerAE, batch:Tensor)->Tensor:
+    "`batch` on the run's device (without waiting for the copy) and in the model's layout; a step begins."
+    begin_step(self.speedups.compile)
+    batch = batch.to(self.device, non_blocking=True)
+    return batch.contiguous(memory_format=torch.channels_last) if self.speedups.channels_last else batch
+
+# %% ../nbs/03_trainer.ipynb #e93ea67a
 @patch
 def _sync_mean(self:TrainerAE, total:Tensor, count:int)->float:
-    "`total / count` as a float, summed over all processes of a distributed run: the loop's only host sync."
-    if self.world_size > 1:
-        import torch.distributed as dist
-        both = torch.stack([total.float(), torch.tensor(float(count), device=total.device)])
-        dist.all_reduce(both)
-        total, count = both[0], both[1]
-    return (total / count).item()
+    "`total / count`, over all processes of a distributed run: the loop's only host sync."
+    return sync_mean(total, count, self.world_size)
 
 @patch
 def evaluate(self:TrainerAE, loader)->float:
@@ -631,6 +430,7 @@ def say_in_handler(message:str, signum:int|None=None):
         if os.isatty(fd): os.dup2(null, fd)
     os.close(null)
 
+# %% ../nbs/03_trainer.ipynb #d74c3325
 @patch
 def _handle_signal(self:TrainerAE, signum, frame):
     "Signal handler: set the stop flag (a third signal aborts at once)."
@@ -654,133 +454,95 @@ def _restore_signal_handlers(self:TrainerAE):
         s, handler = self._saved_handlers.popitem()
         signal.signal(s, handler)
 
-# %% ../nbs/03_trainer.ipynb #fb4f28fb
-def _in_notebook()->bool:
-    "Whether code runs in a Jupyter kernel."
-    try: from IPython import get_ipython
-    except ImportError: return False
-    return type(get_ipython()).__name__ == 'ZMQInteractiveShell'
-
-def show_progress(setting:str)->bool:
-    "Whether to draw a progress bar for `logging.progress` (`auto`: a terminal or notebook, never under CI)."
-    if setting in ('always', 'never'): return setting == 'always'
-    if os.environ.get('CI'): return False
-    return _in_notebook() or bool(getattr(sys.stderr, 'isatty', lambda: False)())
+# %% ../nbs/03_trainer.ipynb #9243830b
+@patch
+def _agreed_stop(self:TrainerAE, every_step:bool=False)->int|None:
+    "The stop signal all processes act on: this one's alone, or in a distributed run the largest any got."
+    if self.world_size == 1: return self._stop_signal
+    if not (every_step or self.global_step % STOP_CHECK_EVERY == 0): return None  # only agreed ones count
+    agreed = agreed_signal(self._stop_signal, self.device)
+    if agreed: self._stop_signal = agreed   # not the local flag: a signal handled after the all-reduce
+    return agreed                           # is acted on at the next check, by all
 
 @patch
-def _progress_bar(self:TrainerAE):
-    "A tqdm bar for the current epoch (disabled when `show_progress` says no, or on other ranks)."
-    from tqdm.auto import tqdm
-    return tqdm(total=len(self.train_loader), initial=self.step_in_epoch, unit='step', leave=False, file=sys.stderr,
-                desc=f"epoch {self.epoch + 1}/{self.config.training.epochs}",
-                disable=not (self.is_main and show_progress(self.config.logging.progress)))
-
-# %% ../nbs/03_trainer.ipynb #e4fdf2e5
-def _wandb_api_key()->str|None:
-    "The W&B API key known to this machine (environment or netrc), without prompting."
-    if os.environ.get('WANDB_API_KEY'): return os.environ['WANDB_API_KEY']
-    try:
-        import netrc
-        auth = netrc.netrc().authenticators('api.wandb.ai')
-        return auth[2] if auth else None
-    except (OSError, netrc.NetrcParseError): return None
-
-@patch
-def _init_wandb(self:TrainerAE):
-    "Start (or resume, by `wandb_run_id`) the W&B run of this training, unless W&B is disabled."
-    w = self.config.logging.wandb
-    if w.mode == 'disabled' or not self.is_main or self._wandb is not None: return
-    import wandb
-    mode = w.mode
-    if mode == 'online' and not _wandb_api_key():
-        self.log("W&B: no API key (run `wandb login` or set WANDB_API_KEY); logging offline into the run folder instead")
-        mode = 'offline'
-    self.wandb_run_id = self.wandb_run_id or secrets.token_hex(4)  # not `random`: W&B must not shift the run's RNG
-    self.run_dir.mkdir(parents=True, exist_ok=True)
-    rng = get_rng_state()
-    try:
-        self._wandb = wandb.init(project=w.project, entity=w.entity, tags=w.tags, mode=mode, dir=str(self.run_dir),
-                                 id=self.wandb_run_id, resume='allow', name=self.config.experiment.name,
-                                 config=config_to_dict(self.config), settings=wandb.Settings(silent=True, console='off'))
-    except Exception as e:
-        self.log(f"W&B could not start ({type(e).__name__}: {e}); training continues without it")
-        self._wandb = None
-        return
-    finally: set_rng_state(rng)
-    self._wandb_min_step = max(self.global_step, int(getattr(self._wandb, 'step', 0) or 0))
-
-@patch
-def _wandb_log(self:TrainerAE, data:dict):
-    "Log `data` to W&B at the current global step (steps W&B already has are skipped, so nothing is logged twice)."
-    if self._wandb is None or self.global_step < self._wandb_min_step: return
-    self._wandb.log({k: v for k, v in data.items() if v is not None}, step=self.global_step)
+def _gather_rank_sums(self:TrainerAE):
+    "An agreed stop mid-epoch: every process's running loss, so rank 0's checkpoint holds them all."
+    if self.world_size > 1 and self._loss_sum is not None:
+        self._rank_sums = gather_rank_sums(self._loss_sum, self._n_seen, self.world_size)
 
 # %% ../nbs/03_trainer.ipynb #94fb2ab3
-def plain_data(x):
-    "`x` with numpy values, tuples and paths turned into plain Python (what `torch.load(weights_only=True)` accepts)."
-    if isinstance(x, dict): return {k: plain_data(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)): return [plain_data(v) for v in x]
-    if isinstance(x, np.ndarray): return x.tolist()
-    if isinstance(x, np.generic): return x.item()
-    if isinstance(x, Path): return str(x)
-    return copy.deepcopy(x)
-
 @patch
 def state_dict(self:TrainerAE, kind:str='latest')->dict:
     "Everything needed to resume this run exactly, as tensors and plain Python values."
     acc = None if self._loss_sum is None else self._loss_sum.detach().cpu()
-    model = getattr(self.model, 'module', self.model)  # unwrap DistributedDataParallel
-    return {'format': CHECKPOINT_FORMAT, 'kind': kind, 'ae_nb_version': __version__, 'torch_version': str(torch.__version__),
-            'saved_at': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
+    model, s = getattr(self.model, 'module', self.model), self.speedups   # unwrap DistributedDataParallel
+    return {'format': CHECKPOINT_FORMAT, 'kind': kind, 'ae_nb_version': __version__,
+            'torch_version': str(torch.__version__), 'saved_at': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
             'model': model.state_dict(), 'model_hparams': plain_data(getattr(model, 'hparams', None)),
             'optimizer': self.optimizer.state_dict(), 'scheduler': self.scheduler.state_dict(),
             'scaler': self.scaler.state_dict() if self.scaler is not None else None,
             'epoch': self.epoch, 'step_in_epoch': self.step_in_epoch, 'global_step': self.global_step,
-            'steps_per_epoch': len(self.train_loader), 'world_size': self.world_size, 'num_threads': torch.get_num_threads(),
-            'best_val': self.best_val, 'best_epoch': self.best_epoch, 'epochs_since_best': self.epochs_since_best,
-            'early_stopped': self.early_stopped,
+            'steps_per_epoch': len(self.train_loader), 'world_size': self.world_size,
+            'num_threads': torch.get_num_threads(), 'best_val': self.best_val, 'best_epoch': self.best_epoch,
+            'epochs_since_best': self.epochs_since_best, 'early_stopped': self.early_stopped,
             'history': copy.deepcopy(self.history),
             'accumulators': {'loss_sum': acc, 'n_samples': self._n_seen, 'epoch_time': self._epoch_time,
-                             'per_rank': getattr(self, '_rank_sums', None)},
+                             'per_rank': self._rank_sums},
             'rng': get_rng_state(), 'norm': plain_data(self.norm), 'config': config_to_dict(self.config),
-            'performance': {'device_type': self.device.type, 'settings': self.speedups.settings(), 'how': dict(self.speedups.how)},
+            'performance': {'device_type': self.device.type, 'settings': s.settings(), 'how': dict(s.how)},
             'data_fingerprint': self.data_fingerprint, 'wandb_run_id': self.wandb_run_id}
 
+# %% ../nbs/03_trainer.ipynb #feab89f5
 @patch
 def _state_is_finite(self:TrainerAE)->bool:
     "Whether the weights are finite and no NaN loss was seen."
     return not self._nonfinite and all(torch.isfinite(p).all() for p in self.model.parameters())
 
 @patch
+def _emergency_refused(self:TrainerAE)->bool:
+    "Whether an emergency checkpoint must not be written now (a broken state), saying why."
+    if self._state_is_finite(): return False
+    self.log("no emergency checkpoint: the model's state is not finite; latest.pth holds the last good epoch")
+    return True
+
+# %% ../nbs/03_trainer.ipynb #0d61e702
+@patch
 def save_checkpoint(self:TrainerAE, kind:str='latest', # latest, best, restart, emergency or final
                    )->Path|None:                        # the file written (None: nothing written)
-    "Write the run's state to `checkpoint_dir` as `kind`; None on other ranks or when there is nothing sound to save."
+    "Write the run's state as `kind` into `checkpoint_dir`; None on other ranks or with nothing sound to save."
     if kind not in (*CHECKPOINT_NAMES, 'restart'):
         raise ValueError(f"checkpoint kind: expected one of {[*CHECKPOINT_NAMES, 'restart']}, got {kind!r}")
     if not self.is_main: return None
     if self.optimizer is None: self.log(f"no {kind} checkpoint: training has not been set up"); return None
     self._check_ownership()
-    if kind == 'emergency' and not self._state_is_finite():
-        self.log("no emergency checkpoint: the model's state is not finite; latest.pth holds the last good epoch")
-        return None
-    self._wait_for_writes(raising=kind != 'emergency')  # an emergency save is attempted even after a failed write
+    if kind == 'emergency' and self._emergency_refused(): return None
+    self._wait_for_writes(raising=kind != 'emergency')  # an emergency save is tried even after a failed write
     name = f"restart_e{self.epoch:04d}.pth" if kind == 'restart' else CHECKPOINT_NAMES[kind]
     path = save_checkpoint_file(self.state_dict(kind), self.checkpoint_dir/name)
     self._after_write([name])
     if kind == 'emergency':
-        self.log(f"emergency checkpoint {path}: epoch {self.epoch + 1}, step {self.step_in_epoch}/{len(self.train_loader)}")
+        self.log(f"emergency checkpoint {path}: epoch {self.epoch + 1}, "
+                 f"step {self.step_in_epoch}/{len(self.train_loader)}")
     return path
 
+# %% ../nbs/03_trainer.ipynb #90de55c9
 @patch
 def _after_write(self:TrainerAE, names:list[str]):
-    "Tidy up after checkpoint files `names` were written: prune restart files, drop an emergency file now behind latest."
+    "After checkpoint files `names` were written: prune restart files, drop an emergency file now behind."
     if any(n.startswith('restart_') for n in names): self._prune_restart_checkpoints()
-    if 'latest.pth' in names and self._emergency_resumed:  # latest.pth is now further on than the file we resumed from
-        (self.checkpoint_dir/CHECKPOINT_NAMES['emergency']).unlink(missing_ok=True); self._emergency_resumed = False
+    if 'latest.pth' in names and self._emergency_resumed:   # latest.pth is further on than the file resumed
+        (self.checkpoint_dir/CHECKPOINT_NAMES['emergency']).unlink(missing_ok=True)
+        self._emergency_resumed = False
 
 @patch
+def _prune_restart_checkpoints(self:TrainerAE):
+    "Delete numbered restart checkpoints beyond the newest `keep_last`."
+    prune_restart_checkpoints(self.checkpoint_dir, self.config.training.checkpoint.keep_last)
+
+# %% ../nbs/03_trainer.ipynb #1acc1b46
+@patch
 def _write_files(self:TrainerAE, state:dict, event, names:list[str]):
-    "Serialise and hash `state` once and write it under every one of `names` (runs on the writer thread)."
+    "Serialise and hash `state` once and write it under every one of `names` (on the writer thread)."
     if event is not None: event.synchronize()   # the snapshot's copies from the GPU are done
     data = checkpoint_bytes(state)
     for name in names: atomic_write_bytes(data, self.checkpoint_dir/name)
@@ -790,7 +552,7 @@ def _write_files(self:TrainerAE, state:dict, event, names:list[str]):
 def save_epoch_checkpoints(self:TrainerAE, best:bool=False, # also write `best.pth`
                            restart:bool=False,              # also write `restart_eNNNN.pth`
                           ):
-    "Write this epoch's `latest.pth` (and `best`, `restart`) in the background: one snapshot, one serialisation."
+    "Write this epoch's `latest.pth` (and `best`, `restart`): one snapshot, one serialisation."
     if not self.is_main or self.optimizer is None: return
     self._check_ownership()
     names = ['latest.pth'] + ['best.pth'] * best + [f"restart_e{self.epoch:04d}.pth"] * restart
@@ -805,21 +567,6 @@ def _wait_for_writes(self:TrainerAE, raising:bool=True):
         if raising: raise
         self.log(f"an earlier checkpoint write failed: {e}")
 
-@patch
-def _prune_restart_checkpoints(self:TrainerAE):
-    "Delete numbered restart checkpoints beyond the newest `keep_last` (never best, latest or any other file)."
-    numbered = sorted((int(m.group(1)), p) for p in self.checkpoint_dir.glob('restart_e*.pth')
-                      if (m := re.fullmatch(r'restart_e(\d+)\.pth', p.name)))
-    for _, path in numbered[:-self.config.training.checkpoint.keep_last]: path.unlink(missing_ok=True)
-
-# %% ../nbs/03_trainer.ipynb #1ec76fd8
-@patch
-def _check_ownership(self:TrainerAE):
-    "Raise `RunFolderLost` if another run has taken this run's folder over."
-    if owns(self.run_dir): return
-    raise RunFolderLost(f"{self.run_dir} was taken over by another run while this one was not responding "
-                        "(its lock went stale); this run stops without writing anything more")
-
 # %% ../nbs/03_trainer.ipynb #7aebd620
 @patch
 def _tidy_checkpoint_dir(self:TrainerAE):
@@ -828,86 +575,22 @@ def _tidy_checkpoint_dir(self:TrainerAE):
     partial = list(self.checkpoint_dir.glob('.*.pth.*.tmp'))
     for p in partial: p.unlink(missing_ok=True)
     if partial: self.log(f"removed {len(partial)} unfinished checkpoint write(s) in {self.checkpoint_dir}")
-    if self.global_step or self.resumed_from is not None or not any(self.checkpoint_dir.glob('*.pth')): return
-    set_aside_previous_run(self.run_dir, self.log)
-
-# %% ../nbs/03_trainer.ipynb #6e69ddc9
-STOP_CHECK_EVERY = 10         # steps between stop-flag all-reduces: each costs ~0.3 ms on gloo (2 CPU processes), a sync on GPUs
-DIST_TIMEOUT_S = 1800         # seconds a collective waits for a silent peer (`AE_NB_DIST_TIMEOUT_S` overrides)
-
-def init_distributed(device:str='auto', # `resources.device`: CUDA (nccl) unless `cpu`/`mps`, else gloo
-                    )->tuple[int, int]: # (rank, world size); (0, 1) outside torchrun
-    "Join the process group that `torchrun` describes in the environment (`WORLD_SIZE` > 1), once."
-    import torch.distributed as dist
-    if int(os.environ.get('WORLD_SIZE', '1')) <= 1 or dist.is_initialized(): return _distributed()
-    cuda = device not in ('cpu', 'mps') and torch.cuda.is_available()
-    if cuda: torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', '0')))
-    timeout = datetime.timedelta(seconds=float(os.environ.get('AE_NB_DIST_TIMEOUT_S', DIST_TIMEOUT_S)))
-    dist.init_process_group('nccl' if cuda else 'gloo', timeout=timeout)
-    return _distributed()
-
-def close_distributed():
-    "Leave the process group, if this process joined one (safe to call twice)."
-    import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized(): dist.destroy_process_group()
-
-def _is_peer_failure(e:BaseException)->bool:
-    "Whether `e` says a collective failed because another process died, hung up or timed out."
-    return (isinstance(e, getattr(torch.distributed, 'DistError', ())) or
-            re.search(r'gloo|nccl|connection (reset|closed|refused)|timed out|timeout', str(e), re.I) is not None)
-
-def _wrap_ddp(model:nn.Module, device:torch.device, compile:str='off')->nn.Module:
-    "`model` in `DistributedDataParallel` (parameters broadcast from rank 0), compiled in mode `compile` unless off."
-    from torch.nn.parallel import DistributedDataParallel
-    ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == 'cuda' else None)
-    return compile_model(ddp, compile)
-
-# %% ../nbs/03_trainer.ipynb #9243830b
-@patch
-def _agreed_stop(self:TrainerAE, every_step:bool=False)->int|None:
-    "The stop signal all processes act on: this one's alone, or in a distributed run the largest any received."
-    if self.world_size == 1: return self._stop_signal
-    if not (every_step or self.global_step % STOP_CHECK_EVERY == 0): return None  # act only on an agreed signal
-    import torch.distributed as dist
-    flag = torch.tensor(self._stop_signal or 0, dtype=torch.int32, device=self.device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    agreed = int(flag.item())   # not `self._stop_signal`: a signal handled after the all-reduce (the handler runs as soon
-    if agreed: self._stop_signal = agreed   # as it returns) would make this process stop alone, one collective out of step
-    return agreed or None
+    if self.global_step or self.resumed_from is not None: return
+    if any(self.checkpoint_dir.glob('*.pth')): set_aside_previous_run(self.run_dir, self.log)
 
 @patch
-def _gather_rank_sums(self:TrainerAE):
-    "Agreed stop mid-epoch: collect every process's running loss sum and count, so rank 0's checkpoint holds them all."
-    if self.world_size == 1 or self._loss_sum is None: return
-    import torch.distributed as dist
-    mine = torch.stack([self._loss_sum.double(), torch.tensor(float(self._n_seen), dtype=torch.float64, device=self.device)])
-    parts = [torch.empty_like(mine) for _ in range(self.world_size)]
-    dist.all_gather(parts, mine)
-    self._rank_sums = torch.stack(parts).cpu()   # (world_size, 2): float32 sums survive float64 exactly
+def _check_ownership(self:TrainerAE):
+    "Raise `RunFolderLost` if another run has taken this run's folder over."
+    if owns(self.run_dir): return
+    raise RunFolderLost(f"{self.run_dir} was taken over by another run while this one was not responding "
+                        "(its lock went stale); this run stops without writing anything more")
 
+# %% ../nbs/03_trainer.ipynb #4dcd38b2
 @patch
-def _restore_rank_sums(self:TrainerAE, per_rank:Tensor|None):
-    "Resume mid-epoch: take this process's own running loss sum; without them (a peer died) only rank 0's is known."
-    if per_rank is not None and len(per_rank) == self.world_size:
-        self._loss_sum = per_rank[self.rank, 0].float().to(self.device); self._n_seen = int(per_rank[self.rank, 1])
-        return
-    self.log(f"note: the checkpoint holds rank 0's running loss only; epoch {self.epoch + 1}'s training loss will "
-             "average the batches seen since the restart plus rank 0's before it (the weights are unaffected)")
-    if self.rank: self._loss_sum, self._n_seen = torch.zeros_like(self._loss_sum), 0
+def _callback(self:TrainerAE, event:str, **details):
+    "Announce `event` to `self.callbacks` (`ae_nb.callbacks.run_callbacks`), on the main process only."
+    if self.is_main: run_callbacks(self.callbacks, self, event, **details)
 
-@patch
-def _check_same_checkpoint(self:TrainerAE, checkpoint:dict|None, path:Path|None):
-    "Refuse a distributed restart in which the processes loaded different checkpoints (no shared folder?)."
-    if self.world_size == 1: return
-    import torch.distributed as dist
-    found = -1 if checkpoint is None else checkpoint['global_step']
-    step = torch.tensor([found, -found], dtype=torch.int64, device=self.device)
-    dist.all_reduce(step, op=dist.ReduceOp.MAX)
-    if step[0].item() != -step[1].item():
-        raise RestartError(f"{path}: the processes found checkpoints at different steps ({-step[1].item()} to {step[0].item()}; -1: none); "
-                           "every node must see the same run folder (a shared file system) or get --restart PATH")
-
-# %% ../nbs/03_trainer.ipynb #ce2927fc
 @patch
 def _check_finite(self:TrainerAE, value:float, what:str):
     "Stop with `TrainingError` if `value` is NaN or infinite."
@@ -915,18 +598,26 @@ def _check_finite(self:TrainerAE, value:float, what:str):
     self._nonfinite = True
     done = len(self.history['epoch'])
     kept = f"latest.pth still holds the last good epoch ({done})" if done else "no checkpoint was written"
-    raise TrainingError(f"{what} became {value} at epoch {self.epoch + 1}, step {self.step_in_epoch} (global step "
-                        f"{self.global_step}); {kept}. Try a lower training.learning_rate, training.grad_clip, "
-                        "or check the data for NaN/inf.")
+    raise TrainingError(f"{what} became {value} at epoch {self.epoch + 1}, step {self.step_in_epoch} "
+                        f"(global step {self.global_step}); {kept}. Try a lower training.learning_rate, "
+                        "training.grad_clip, or check the data for NaN/inf.")
 
+# %% ../nbs/03_trainer.ipynb #ce2927fc
 @patch
-def _log_progress(self:TrainerAE, bar):
-    "Every `log_every` steps: read the running loss back, check it, update the bar and W&B."
+def _log_progress(self:TrainerAE):
+    "Every `log_every` steps: read the running loss back, check it, tell the watchers."
     running = self._sync_mean(self._loss_sum, self._n_seen)
     self._check_finite(running, 'the training loss')
-    bar.update(self.step_in_epoch - bar.n); bar.set_postfix(loss=f"{running:.4g}", refresh=False)
-    self._wandb_log({'train/loss_running': running, 'train/lr': self.optimizer.param_groups[0]['lr']})
+    lr = self.optimizer.param_groups[0]['lr']
+    self._callback('metrics', values={'train/loss_running': running, 'train/lr': lr})
 
+@patch
+def _stop_here(self:TrainerAE):
+    "Stop at this step boundary: keep every process's running loss, then raise `TrainingInterrupted`."
+    self._gather_rank_sums()
+    raise TrainingInterrupted(self._stop_signal)
+
+# %% ../nbs/03_trainer.ipynb #85fb492a
 @patch
 def _train_epoch(self:TrainerAE):
     "Run the current epoch from `step_in_epoch` to its end, stopping at a step boundary on a signal."
@@ -935,140 +626,185 @@ def _train_epoch(self:TrainerAE):
         self.scheduler.start_epoch(self.epoch)
         self._loss_sum, self._n_seen, self._epoch_time = torch.zeros((), device=self.device), 0, 0.0
     self.model.train()
-    bar, start = self._progress_bar(), time.perf_counter()
+    self._callback('epoch_begin')
+    start = time.perf_counter()
     try:
         for batch in _epoch_batches(self.train_loader, self.epoch, self.step_in_epoch):
-            if self._agreed_stop() is not None: self._gather_rank_sums(); raise TrainingInterrupted(self._stop_signal)
+            if self._agreed_stop() is not None: self._stop_here()
             batch = self._batch_to_device(batch)
-            loss = train_step(self.forward_model, batch, self.optimizer, self.loss_fn, self.scaler, self.amp_dtype, t.grad_clip)
+            loss = train_step(self.forward_model, batch, self.optimizer, self.loss_fn, self.scaler,
+                              self.amp_dtype, t.grad_clip)
             self._loss_sum += loss * len(batch)
             self._n_seen += len(batch)
             self.step_in_epoch += 1; self.global_step += 1
-            self.mid_step = False   # set by the optimizer's step: from its start until here, nothing may be saved
-            if self.step_in_epoch % t.log_every == 0: self._log_progress(bar)
-        if self._agreed_stop(every_step=True) is not None: self._gather_rank_sums(); raise TrainingInterrupted(self._stop_signal)
+            self.mid_step = False   # set by the optimizer's step: from its start until here, nothing is saved
+            if self.step_in_epoch % t.log_every == 0: self._log_progress()
+        if self._agreed_stop(every_step=True) is not None: self._stop_here()
     finally:
         self._epoch_time += time.perf_counter() - start
-        bar.update(self.step_in_epoch - bar.n); bar.close()
+        self._callback('epoch_stop')
 
-# %% ../nbs/03_trainer.ipynb #4dcd38b2
+# %% ../nbs/03_trainer.ipynb #1986a506
 @patch
-def _callback(self:TrainerAE, event:str):
-    "Call every function in `self.callbacks` with (trainer, `event`) on the main process."
-    if self.is_main:
-        for fn in self.callbacks: fn(self, event)
+def _record_epoch(self:TrainerAE, train_loss:float, val_loss:float|None, lr:float)->bool:
+    "Move the position to the next epoch, add the epoch to the history; whether it is the best so far."
+    metric = train_loss if val_loss is None else val_loss
+    self.scheduler.end_epoch(self.epoch, metric)
+    self.epoch, self.step_in_epoch, self._loss_sum, self._n_seen = self.epoch + 1, 0, None, 0
+    row = (self.epoch, train_loss, val_loss, lr, round(self._epoch_time, 3))
+    for k, v in zip(self.history, row): self.history[k].append(v)
+    improved = metric < self.best_val
+    if improved: self.best_val, self.best_epoch, self.epochs_since_best = metric, self.epoch, 0
+    else: self.epochs_since_best += 1
+    patience = self.config.training.early_stopping_patience
+    self.early_stopped = bool(patience) and self.epochs_since_best >= patience
+    return improved
 
-# %% ../nbs/03_trainer.ipynb #861b3e59
+# %% ../nbs/03_trainer.ipynb #fc66c006
 @patch
 def _end_epoch(self:TrainerAE):
-    "Validate, record the epoch, move the schedule, checkpoint, plot and check early stopping."
+    "Validate, record the epoch, move the schedule, checkpoint and check early stopping."
     t = self.config.training
     train_loss = self._sync_mean(self._loss_sum, self._n_seen)
     self._check_finite(train_loss, 'the training loss')
     val_loss = self.evaluate(self.val_loader) if self._has_val else None
     if val_loss is not None: self._check_finite(val_loss, 'the validation loss')
-    metric = train_loss if val_loss is None else val_loss
     lr = self.optimizer.param_groups[0]['lr']
-    self.scheduler.end_epoch(self.epoch, metric)
-    self.epoch, self.step_in_epoch = self.epoch + 1, 0
-    self._loss_sum, self._n_seen = None, 0
-    for k, v in zip(self.history, (self.epoch, train_loss, val_loss, lr, round(self._epoch_time, 3))): self.history[k].append(v)
-    improved = metric < self.best_val
-    self.best_val, self.epochs_since_best = (metric, 0) if improved else (self.best_val, self.epochs_since_best + 1)
-    if improved: self.best_epoch = self.epoch
-    patience = t.early_stopping_patience
-    self.early_stopped = bool(patience) and self.epochs_since_best >= patience
+    improved = self._record_epoch(train_loss, val_loss, lr)
     val_text = f"{val_loss:.5f}" if val_loss is not None else '-'
     self.log(f"epoch {self.epoch:>3}/{t.epochs}  train {train_loss:.5f}  val {val_text}  lr {lr:.2e}  "
              f"{self._epoch_time:.1f}s{'  *best' if improved else ''}")
-    self._wandb_log({'epoch': self.epoch, 'train/loss': train_loss, 'val/loss': val_loss, 'train/lr': lr})
-    self.save_epoch_checkpoints(best=improved, restart=bool(t.checkpoint.save_every) and self.epoch % t.checkpoint.save_every == 0)
-    if t.plot_every and self.is_main and (self.epoch % t.plot_every == 0 or self.epoch == t.epochs or self.early_stopped): self.plot()
-    if self.early_stopped: self.log(f"early stopping: no validation improvement for {patience} epochs (best {self.best_val:.5f})")
+    values = {'epoch': self.epoch, 'train/loss': train_loss, 'val/loss': val_loss, 'train/lr': lr}
+    self._callback('metrics', values=values)
+    every = t.checkpoint.save_every
+    self.save_epoch_checkpoints(best=improved, restart=bool(every) and self.epoch % every == 0)
+    if self.early_stopped:
+        self.log(f"early stopping: no validation improvement for {t.early_stopping_patience} epochs "
+                 f"(best {self.best_val:.5f})")
     self._callback('epoch_end')
 
 # %% ../nbs/03_trainer.ipynb #c2a5772c
 @patch
+def _peer_lost(self:TrainerAE, e:RuntimeError)->PeerLostError:
+    "The error to raise when a collective failed because another process died."
+    return PeerLostError(f"another process of this {self.world_size}-process run died or stopped answering "
+                         f"(rank {self.rank}: {str(e).splitlines()[0][:200]}); restart all of them with "
+                         "--restart auto")
+
+@patch
+def _nothing_to_train(self:TrainerAE)->bool:
+    "Whether the run has already ended (all epochs done or stopped early), saying so."
+    t = self.config.training
+    if not (self.early_stopped or self.epoch >= t.epochs): return False
+    early = ' (stopped early)' if self.early_stopped else ''
+    self.log(f"nothing to train: {self.epoch} of {t.epochs} epochs done{early}")
+    return True
+
+# %% ../nbs/03_trainer.ipynb #8586eca7
+@patch
 def train(self:TrainerAE)->dict:
     "Train until `training.epochs` (or early stopping), checkpointing every epoch; return the history."
     if self.optimizer is None: self.setup_training()
-    t = self.config.training
-    if self.early_stopped or self.epoch >= t.epochs:
-        self.log(f"nothing to train: {self.epoch} of {t.epochs} epochs done{' (stopped early)' if self.early_stopped else ''}")
-        return self.history
+    if self._nothing_to_train(): return self.history
     self._stop_signal, self._rank_sums = None, None
-    lock = claim_run_folder(self.run_dir, self.log) if self.is_main else None   # the CLI's claim, or our own
+    lock = claim_run_folder(self.run_dir, self.log) if self.is_main else None
     try:
         if self.is_main: self._tidy_checkpoint_dir()
-        self._init_wandb()
+        self._callback('train_begin')
         self._install_signal_handlers()
-        while self.epoch < t.epochs and not self.early_stopped:
+        while self.epoch < self.config.training.epochs and not self.early_stopped:
             self._train_epoch()
             self._end_epoch()
         self.save_checkpoint('final')
     except RuntimeError as e:
-        if self.world_size > 1 and _is_peer_failure(e):
-            raise PeerLostError(f"another process of this {self.world_size}-process run died or stopped answering "
-                                f"(rank {self.rank}: {str(e).splitlines()[0][:200]}); restart all of them with --restart auto") from e
+        if self.world_size > 1 and is_peer_failure(e): raise self._peer_lost(e) from e
         raise
     finally:
         self._restore_signal_handlers()
-        self._wait_for_writes(raising=sys.exc_info()[0] is None)  # never return, or stop, with a write pending
+        self._wait_for_writes(raising=sys.exc_info()[0] is None)  # never return or stop with a write pending
         self._callback('train_end')
         if lock is not None: lock.release()
-    if self._agreed_stop(every_step=True) is not None: raise TrainingInterrupted(self._stop_signal)  # arrived after the last step: honour it
+    if self._agreed_stop(every_step=True) is not None:   # arrived after the last step: honour it
+        raise TrainingInterrupted(self._stop_signal)
     return self.history
 
 # %% ../nbs/03_trainer.ipynb #374a2209
+@patch
+def _model_problems(self:TrainerAE, checkpoint:dict)->list[str]:
+    "Why the checkpoint's model cannot be this run's: other settings, or weights of other shapes."
+    problems, model = [], getattr(self.model, 'module', self.model)
+    old_hp, new_hp = checkpoint.get('model_hparams'), getattr(model, 'hparams', None)
+    if old_hp is not None and new_hp is not None and plain_data(old_hp) != plain_data(new_hp):
+        diff = sorted((k, old_hp.get(k), new_hp.get(k)) for k in set(old_hp) | set(new_hp)
+                      if plain_data(old_hp.get(k)) != plain_data(new_hp.get(k)))
+        problems.append('model settings differ: ' + ', '.join(f"{k} {a!r} -> {b!r}" for k, a, b in diff))
+    old, new = checkpoint['model'], model.state_dict()
+    shape = lambda sd, k: tuple(sd[k].shape) if k in sd else 'missing'
+    bad = [f"{k} {shape(old, k)} -> {shape(new, k)}" for k in sorted(set(old) | set(new))
+           if shape(old, k) != shape(new, k)]
+    if bad: problems.append(f"model weights differ in shape: {', '.join(bad[:4])}{' ...' * (len(bad) > 4)}")
+    return problems
+
+# %% ../nbs/03_trainer.ipynb #b0d5a81f
+@patch
+def _position_problems(self:TrainerAE, checkpoint:dict)->list[str]:
+    "Why this run cannot continue from the checkpoint's position: other data, another epoch layout."
+    problems = []
+    old_fp, new_fp = checkpoint.get('data_fingerprint'), self.data_fingerprint
+    if old_fp and new_fp and old_fp != new_fp:
+        problems.append(f"the data differ (fingerprint {old_fp[:12]} in the checkpoint, {new_fp[:12]} now)")
+    step, old_ws = checkpoint['step_in_epoch'], checkpoint.get('world_size', 1)
+    if step and old_ws != self.world_size:
+        problems.append(f"stopped mid-epoch (step {step}) with {old_ws} process(es), now {self.world_size}: "
+                        f"each process's share of that epoch would change. Resume with {old_ws} process(es); "
+                        "the number can change when a run stops at an epoch boundary (latest.pth, "
+                        "restart_eNNNN.pth)")
+    elif step and checkpoint.get('steps_per_epoch') != len(self.train_loader):
+        problems.append(f"stopped mid-epoch with {checkpoint.get('steps_per_epoch')} batches per epoch, now "
+                        f"{len(self.train_loader)} (data.batch_size changed?)")
+    return problems
+
+# %% ../nbs/03_trainer.ipynb #c11368c1
+@patch
+def _allowed_changes(self:TrainerAE, checkpoint:dict)->list[str]:
+    "The harmless differences between the checkpoint's run and this one, as `key: old -> new`."
+    old, new = flatten_dict(checkpoint.get('config') or {}), flatten_dict(config_to_dict(self.config))
+    changes = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+               if old.get(k) != new.get(k)]
+    old_ws, threads = checkpoint.get('world_size', 1), torch.get_num_threads()
+    if old_ws != self.world_size:
+        changes.append(f"processes: {old_ws} -> {self.world_size} (epochs re-shard from the next one on)")
+    if checkpoint.get('ae_nb_version') != __version__:
+        changes.append(f"ae_nb: {checkpoint.get('ae_nb_version')} -> {__version__}")
+    if checkpoint.get('num_threads', threads) != threads:
+        changes.append(f"torch threads: {checkpoint['num_threads']} -> {threads} (sums may round "
+                       "differently: correct, but not bitwise equal to an uninterrupted run)")
+    return changes
+
 @patch
 def check_restart(self:TrainerAE, checkpoint:dict, # a loaded checkpoint
                   path:str|Path='checkpoint',       # its file, for messages
                  )->list[str]:                      # the allowed changes, as `key: old -> new`
     "Refuse (`RestartError`) a checkpoint that cannot continue this run; list the harmless config changes."
-    problems, model = [], getattr(self.model, 'module', self.model)
-    old_hp, new_hp = checkpoint.get('model_hparams'), getattr(model, 'hparams', None)
-    if old_hp is not None and new_hp is not None and plain_data(old_hp) != plain_data(new_hp):
-        diff = {k: (old_hp.get(k), new_hp.get(k)) for k in set(old_hp) | set(new_hp) if plain_data(old_hp.get(k)) != plain_data(new_hp.get(k))}
-        problems.append('model settings differ: ' + ', '.join(f"{k} {a!r} -> {b!r}" for k, (a, b) in sorted(diff.items())))
-    old_sd, new_sd = checkpoint['model'], model.state_dict()
-    shapes = [f"{k} {tuple(old_sd[k].shape) if k in old_sd else 'missing'} -> {tuple(new_sd[k].shape) if k in new_sd else 'missing'}"
-              for k in sorted(set(old_sd) | set(new_sd)) if k not in old_sd or k not in new_sd or old_sd[k].shape != new_sd[k].shape]
-    if shapes: problems.append(f"model weights differ in shape: {', '.join(shapes[:4])}{' ...' if len(shapes) > 4 else ''}")
-    old_fp, new_fp = checkpoint.get('data_fingerprint'), self.data_fingerprint
-    if old_fp and new_fp and old_fp != new_fp:
-        problems.append(f"the data differ (fingerprint {old_fp[:12]} in the checkpoint, {new_fp[:12]} now)")
-    old_ws = checkpoint.get('world_size', 1)
-    if checkpoint['step_in_epoch'] and old_ws != self.world_size:
-        problems.append(f"stopped mid-epoch (step {checkpoint['step_in_epoch']}) with {old_ws} process(es), now {self.world_size}: "
-                        f"each process's share of that epoch would change. Resume with {old_ws} process(es); the number "
-                        "can change when a run stops at an epoch boundary (latest.pth, restart_eNNNN.pth)")
-    elif checkpoint['step_in_epoch'] and checkpoint.get('steps_per_epoch') != len(self.train_loader):
-        problems.append(f"stopped mid-epoch with {checkpoint.get('steps_per_epoch')} batches per epoch, now {len(self.train_loader)} (data.batch_size changed?)")
-    if problems: raise RestartError(f"{path} cannot resume this run:\n  - " + '\n  - '.join(problems))
-    old, new = flatten_dict(checkpoint.get('config') or {}), flatten_dict(config_to_dict(self.config))
-    changes = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
-    if old_ws != self.world_size: changes.append(f"processes: {old_ws} -> {self.world_size} (epochs re-shard from the next one on)")
-    if checkpoint.get('ae_nb_version') != __version__: changes.append(f"ae_nb: {checkpoint.get('ae_nb_version')} -> {__version__}")
-    if checkpoint.get('num_threads', torch.get_num_threads()) != torch.get_num_threads():
-        changes.append(f"torch threads: {checkpoint['num_threads']} -> {torch.get_num_threads()} (sums may round differently: "
-                       "correct, but not bitwise equal to an uninterrupted run)")
-    return changes
+    if problems := self._model_problems(checkpoint) + self._position_problems(checkpoint):
+        raise RestartError(f"{path} cannot resume this run:\n  - " + '\n  - '.join(problems))
+    return self._allowed_changes(checkpoint)
 
-def best_epoch_of(history:dict)->int:
-    "The epoch whose state `best.pth` holds: the first with the lowest validation (else training) loss."
-    val = [v for v in history.get('val_loss') or [] if v is not None]
-    metric = history['val_loss'] if val else history.get('train_loss') or []
-    finite = [(v, i) for i, v in enumerate(metric) if v is not None and math.isfinite(v)]
-    return history['epoch'][min(finite)[1]] if finite else 0
+# %% ../nbs/03_trainer.ipynb #cd754238
+@patch
+def _restore_accumulators(self:TrainerAE, acc:dict):
+    "The running loss of an unfinished epoch: this process's own share in a distributed run."
+    self._loss_sum = None if acc['loss_sum'] is None else acc['loss_sum'].to(self.device)
+    self._n_seen, self._epoch_time = acc['n_samples'], acc['epoch_time']
+    if self.world_size == 1 or self._loss_sum is None: return
+    if (mine := own_rank_sums(acc.get('per_rank'), self.rank, self.world_size)) is not None:
+        self._loss_sum, self._n_seen = mine[0].to(self.device), mine[1]
+        return
+    self.log(f"note: the checkpoint holds rank 0's running loss only; epoch {self.epoch + 1}'s training loss "
+             "will average the batches seen since the restart plus rank 0's before it (weights unaffected)")
+    if self.rank: self._loss_sum, self._n_seen = torch.zeros_like(self._loss_sum), 0
 
-def match_state_layout(optimizer:torch.optim.Optimizer):
-    "Give every per-parameter state tensor its parameter's memory layout (fused optimizers silently miscompute otherwise)."
-    for group in optimizer.param_groups:
-        for p in group['params']:
-            for k, v in optimizer.state.get(p, {}).items():
-                if isinstance(v, Tensor) and v.shape == p.shape and v.stride() != p.stride():
-                    optimizer.state[p][k] = torch.empty_like(p, dtype=v.dtype).copy_(v)
-
+# %% ../nbs/03_trainer.ipynb #aac0e17c
 @patch
 def load_state(self:TrainerAE, checkpoint:dict):
     "Restore weights, optimizer, schedule, scaler, position, history, accumulators and RNG states."
@@ -1077,31 +813,46 @@ def load_state(self:TrainerAE, checkpoint:dict):
     self.optimizer.load_state_dict(checkpoint['optimizer'])
     match_state_layout(self.optimizer)
     self.scheduler.load_state_dict(checkpoint['scheduler'])
-    if self.scaler is not None and checkpoint['scaler'] is not None: self.scaler.load_state_dict(checkpoint['scaler'])
-    self.epoch, self.step_in_epoch, self.global_step = checkpoint['epoch'], checkpoint['step_in_epoch'], checkpoint['global_step']
-    self.best_val, self.epochs_since_best = checkpoint['best_val'], checkpoint['epochs_since_best']
-    self.early_stopped, self._nonfinite = checkpoint['early_stopped'], False
-    self.history = {k: list(v) for k, v in checkpoint['history'].items()}
+    if self.scaler is not None and checkpoint['scaler'] is not None:
+        self.scaler.load_state_dict(checkpoint['scaler'])
+    self.epoch, self.step_in_epoch = checkpoint['epoch'], checkpoint['step_in_epoch']
+    self.global_step, self.best_val = checkpoint['global_step'], checkpoint['best_val']
+    self.epochs_since_best, self.early_stopped = checkpoint['epochs_since_best'], checkpoint['early_stopped']
+    self.history, self._nonfinite = {k: list(v) for k, v in checkpoint['history'].items()}, False
     self.best_epoch = checkpoint.get('best_epoch', best_epoch_of(self.history))
-    acc = checkpoint['accumulators']
-    self._loss_sum = None if acc['loss_sum'] is None else acc['loss_sum'].to(self.device)
-    self._n_seen, self._epoch_time = acc['n_samples'], acc['epoch_time']
-    if self.world_size > 1 and self._loss_sum is not None: self._restore_rank_sums(acc.get('per_rank'))
+    self._restore_accumulators(checkpoint['accumulators'])
     self.wandb_run_id = checkpoint.get('wandb_run_id') or self.wandb_run_id
     set_rng_state(checkpoint['rng'])
     self.mid_step = False
 
 # %% ../nbs/03_trainer.ipynb #74d3d267
 @patch
-def train_with_restart(self:TrainerAE, checkpoint:str|Path='auto', # `auto` (newest valid checkpoint of this run) or a file
+def _check_same_checkpoint(self:TrainerAE, checkpoint:dict|None, path:Path|None):
+    "Refuse a distributed restart in which the processes loaded different checkpoints."
+    if self.world_size == 1: return
+    check_same_checkpoint(-1 if checkpoint is None else checkpoint['global_step'], self.device, path)
+
+@patch
+def _resume_position(self:TrainerAE)->str:
+    "Where a resumed run stands, in words: `epoch 3/30, step 5/8 (...)` or that training had ended."
+    done, total = len(self.history['epoch']), self.config.training.epochs
+    if self.step_in_epoch == 0 and (self.epoch >= total or self.early_stopped):
+        return f"training had ended ({done} epochs done{', stopped early' if self.early_stopped else ''})"
+    return (f"epoch {self.epoch + 1}/{total}, step {self.step_in_epoch}/{len(self.train_loader)} "
+            f"(global step {self.global_step}, {done} epochs done)")
+
+# %% ../nbs/03_trainer.ipynb #256ddb53
+@patch
+def train_with_restart(self:TrainerAE, checkpoint:str|Path='auto', # `auto` (the run's newest valid one) or a file
                        on_accept:Callable|None=None, # called with `fresh` once the checkpoint is accepted
                       )->dict:                       # the history, resumed epochs included
     "Resume from `checkpoint` and train to the end; a fresh run when `auto` finds no checkpoint."
-    path = find_restart_checkpoint(self.run_dir, log=self.log) if str(checkpoint) == 'auto' else Path(checkpoint)
+    auto = str(checkpoint) == 'auto'
+    path = find_restart_checkpoint(self.run_dir, log=self.log) if auto else Path(checkpoint)
     saved = None if path is None else load_checkpoint(path)
     self._check_same_checkpoint(saved, path)
     changes = [] if saved is None else self.check_restart(saved, path)  # refused before anything is built
-    if on_accept is not None: on_accept(saved is None)   # e.g. the CLI writes config.yaml only now
+    if on_accept is not None: on_accept(saved is None)
     self.setup_training(None if saved is None else saved.get('performance'))
     if saved is None:
         self.log(f"restart: no valid checkpoint in {self.checkpoint_dir}; starting a fresh run")
@@ -1114,22 +865,6 @@ def train_with_restart(self:TrainerAE, checkpoint:str|Path='auto', # `auto` (new
     if self.is_main: self._repair_checkpoint_set(path)
     return self.train()
 
-@patch
-def _resume_position(self:TrainerAE)->str:
-    "Where a resumed run stands, in words: `epoch 3/30, step 5/8 (...)` or `all 30 epochs done`."
-    done, total = len(self.history['epoch']), self.config.training.epochs
-    if self.step_in_epoch == 0 and (self.epoch >= total or self.early_stopped):
-        return f"training had ended ({done} epochs done{', stopped early' if self.early_stopped else ''})"
-    return (f"epoch {self.epoch + 1}/{total}, step {self.step_in_epoch}/{len(self.train_loader)} "
-            f"(global step {self.global_step}, {done} epochs done)")
-
-# %% ../nbs/03_trainer.ipynb #2dc21ff9
-def checkpoint_epoch(path:Path)->int|None:
-    "The epoch at whose end checkpoint `path` was written; None if it is missing, damaged or mid-epoch."
-    try: ck = load_checkpoint(path)
-    except CheckpointError: return None
-    return ck['epoch'] if ck['step_in_epoch'] == 0 else None
-
 # %% ../nbs/03_trainer.ipynb #dc4362e7
 @patch
 def _files_due(self:TrainerAE)->dict:
@@ -1141,53 +876,33 @@ def _files_due(self:TrainerAE)->dict:
     if self.best_epoch: due['best.pth'] = self.best_epoch
     return due
 
-# %% ../nbs/03_trainer.ipynb #7e86d9fc
 @patch
 def _repair_checkpoint_set(self:TrainerAE, resumed:Path, # the checkpoint this run resumed from
                           ):
     "Rewrite each checkpoint file that does not hold the epoch it should (a kill between two writes)."
-    for name, epoch in self._files_due().items():
-        if checkpoint_epoch(self.checkpoint_dir/name) == epoch: continue
-        sources = [resumed, self.checkpoint_dir/'latest.pth', self.checkpoint_dir/f"restart_e{epoch:04d}.pth"]
-        source = next((p for p in sources if checkpoint_epoch(p) == epoch), None)
-        if source is None:
-            self.log(f"restart: WARNING {name} should hold epoch {epoch}, and no checkpoint of that epoch is left")
-            continue
-        atomic_write_bytes(source.read_bytes(), self.checkpoint_dir/name)
-        self.log(f"restart: {name} did not hold epoch {epoch} (a write was cut short); copied it from {source.name}")
+    repair_checkpoint_set(self.checkpoint_dir, self._files_due(), resumed, self.log)
     self._prune_restart_checkpoints()
 
 # %% ../nbs/03_trainer.ipynb #c0b443c4
 @patch
 def plot(self:TrainerAE, n:int=8)->tuple[Figure, Figure]:
-    "Save (and show, in a notebook) reconstructions of `n` validation samples and the loss curves."
+    "Save reconstructions of `n` validation samples and the loss curves; return both figures."
     loader = self.val_loader if self._has_val else self.train_loader
     batch = self._batch_to_device(next(iter(_epoch_batches(loader, 0)))[:n])
     self.model.eval()
-    with torch.no_grad(), torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+    with torch.no_grad(), torch.autocast(self.device.type, dtype=self.amp_dtype,
+                                         enabled=self.amp_dtype is not None):
         output = self.eval_model(batch).float()
     rec_path = self.plot_dir/f"reconstructions_e{self.epoch:04d}.png"
-    figs = (plot_reconstructions(batch, output, rec_path, n=n, title=f"epoch {self.epoch}"),
+    return (plot_reconstructions(batch, output, rec_path, n=n, title=f"epoch {self.epoch}"),
             plot_losses(self.history, self.plot_dir/'loss_curves.png'))
-    if self._wandb is not None:
-        import wandb
-        self._wandb_log({'reconstructions': wandb.Image(str(rec_path)), 'loss_curves': wandb.Image(str(self.plot_dir/'loss_curves.png'))})
-    if _in_notebook():
-        from IPython.display import display
-        if self._display is None: self._display = [display(f, display_id=True) for f in figs]
-        else:
-            for handle, f in zip(self._display, figs): handle.update(f)
-    return figs
 
 # %% ../nbs/03_trainer.ipynb #57ba6b96
 @patch
 def cleanup(self:TrainerAE):
-    "Finish checkpoint writes, restore signal handlers, finish W&B and release cached GPU memory; safe to call more than once."
+    "Finish checkpoint writes, restore signal handlers, close the watchers, free cached GPU memory."
     try: self._writer.close()
     except Exception as e: self.log(f"a checkpoint write failed: {e}")
     self._restore_signal_handlers()
-    run, self._wandb = self._wandb, None
-    if run is not None:
-        try: run.finish()
-        except Exception as e: self.log(f"W&B: could not finish the run cleanly ({e})")
+    self._callback('cleanup')
     if self.device.type == 'cuda': torch.cuda.empty_cache()
