@@ -31,7 +31,7 @@ from docs_helpers import WIDGET_JS, read_settings, source_stamp
 
 SETTINGS = read_settings(ROOT/'settings.ini')
 LIB, NBS = SETTINGS['lib_name'], ROOT/SETTINGS.get('nbs_path', 'nbs')
-SKIP_FLAGS = set(SETTINGS.get('tst_flags', '').split('|')) - {''}
+SKIP_FLAGS = set(re.split(r'[|\s]+', SETTINGS.get('tst_flags', ''))) - {''}   # nbdev splits on spaces
 # npm package -> the files of its tarball to serve (the widget manager with the icon fonts its CSS refers to)
 NPM_PACKAGES = {'@jupyter-widgets/html-manager@^1.0.6': r'package/dist/(embed-amd\.js|[0-9a-f]+\.(eot|svg|ttf|woff2?))',
                 'requirejs@^2.3.6': r'package/require\.js'}
