@@ -29,34 +29,48 @@ class Section(BaseModel):
 # %% ../nbs/00_config.ipynb #eec9d3c3
 class ExperimentConfig(Section):
     "Where a run lives and how it is seeded."
-    name: str = Field('digits_ae', min_length=1, description="Run name: the run folder is `results_dir/name`.")
-    results_dir: str = Field('results', min_length=1, description="Folder that holds one sub-folder per run.")
-    seed: int = Field(42, ge=0, le=2**32 - 1,
-                      description="Seed of the data split, synthetic data, weight init and shuffling (at most 2**32 - 1: "
-                                  "numpy takes no larger seed, and PyTorch's per-epoch shuffling seeds stay in 64 bits).")
-    deterministic: bool = Field(False, description="Use only deterministic kernels (bitwise-exact resume on CPU; slower on GPU).")
+    name: str = Field(
+        'digits_ae', min_length=1, description="Run name: the run folder is `results_dir/name`.")
+    results_dir: str = Field(
+        'results', min_length=1, description="Folder that holds one sub-folder per run.")
+    seed: int = Field(
+        42, ge=0, le=2**32 - 1,
+        description="Seed of the data split, synthetic data, weight init and shuffling (at most "
+                    "2**32 - 1: numpy takes no larger seed, and PyTorch's per-epoch shuffling "
+                    "seeds stay in 64 bits).")
+    deterministic: bool = Field(
+        False,
+        description="Use only deterministic kernels (bitwise-exact resume on CPU; slower on GPU).")
 
     @field_validator('name')
     @classmethod
     def _folder_name(cls, v):
-        if not re.fullmatch(r'[A-Za-z0-9][A-Za-z0-9._-]*', v): raise ValueError(f"use letters, digits, '.', '_' and '-' only (it names a folder), got {v!r}")
+        if not re.fullmatch(r'[A-Za-z0-9][A-Za-z0-9._-]*', v):
+            raise ValueError(f"use letters, digits, '.', '_' and '-' only (it names a folder), "
+                             f"got {v!r}")
         return v
 
 # %% ../nbs/00_config.ipynb #449170a2
 class SplitConfig(Section):
     "Fractions of the samples that go to train, validation and test."
     train: float = Field(0.8, gt=0, lt=1, description="Share of samples used for training.")
-    val: float = Field(0.1, ge=0, lt=1, description="Share of samples used for validation (best checkpoint, early stopping).")
-    test: float = Field(0.1, ge=0, lt=1, description="Share of samples held out for the final report.")
-    group_by: Literal['none', 'file', 'folder'] = Field('none', description="Keep all samples of one file or folder in the same split.")
+    val: float = Field(
+        0.1, ge=0, lt=1,
+        description="Share of samples used for validation (best checkpoint, early stopping).")
+    test: float = Field(
+        0.1, ge=0, lt=1, description="Share of samples held out for the final report.")
+    group_by: Literal['none', 'file', 'folder'] = Field(
+        'none', description="Keep all samples of one file or folder in the same split.")
 
     @model_validator(mode='after')
     def _sums_to_one(self):
         total = self.train + self.val + self.test
         if abs(total - 1) > 1e-6:
-            raise ValueError(f"train + val + test must sum to 1, got {self.train:g} + {self.val:g} + {self.test:g} = {total:g}")
+            raise ValueError(f"train + val + test must sum to 1, got {self.train:g} + {self.val:g} "
+                             f"+ {self.test:g} = {total:g}")
         return self
 
+# %% ../nbs/00_config.ipynb #d6a1f8e3
 class SyntheticConfig(Section):
     "Size of the generated `synthetic` data set."
     n_samples: int = Field(512, ge=3, description="Number of generated samples.")
@@ -64,29 +78,50 @@ class SyntheticConfig(Section):
     height: int = Field(32, ge=1, description="Sample height in pixels.")
     width: int = Field(32, ge=1, description="Sample width in pixels.")
 
+# %% ../nbs/00_config.ipynb #2b9e6f1a
 class FilterConfig(Section):
     "Rules that drop bad samples before the split; each reports how many it removed."
     drop_nonfinite: bool = Field(True, description="Drop samples with NaN or infinite values.")
     drop_constant: bool = Field(True, description="Drop samples whose values are all equal.")
-    min_std: float | None = Field(None, ge=0, description="Drop samples whose standard deviation is below this.")
-    value_range: list[float] | None = Field(None, min_length=2, max_length=2, description="Drop samples with any value outside [low, high].")
-    expected_shape: list[int] | None = Field(None, min_length=2, max_length=3, description="Keep only samples of this shape (H W or C H W); other shapes are dropped.")
+    min_std: float | None = Field(
+        None, ge=0, description="Drop samples whose standard deviation is below this.")
+    value_range: list[float] | None = Field(
+        None, min_length=2, max_length=2,
+        description="Drop samples with any value outside [low, high].")
+    expected_shape: list[int] | None = Field(
+        None, min_length=2, max_length=3,
+        description="Keep only samples of this shape (H W or C H W); other shapes are dropped.")
 
 # %% ../nbs/00_config.ipynb #1b6e9c6e
 class DataConfig(Section):
     "Where samples come from, how they are cleaned, split, normalised and cached."
-    source: Literal['digits', 'synthetic', 'folder'] = Field('digits', description="`digits` (built-in), `synthetic` (generated) or `folder` (raw files).")
-    raw_glob: Union[str, list[str], None] = Field(None, description="Glob(s) of raw folders or files for `source: folder`, e.g. `/vol/data/2025_*`.")
-    npz_key: str | None = Field(None, description="Array to read from `.npz` files (default: the only array in the file).")
-    layout: Literal['auto', 'HW', 'CHW', 'NHW', 'NCHW'] = Field('auto', description="Axis meaning of arrays in raw files when it is ambiguous.")
-    skip_bad_files: bool = Field(False, description="Skip (and count) unreadable files instead of stopping with an error.")
+    source: Literal['digits', 'synthetic', 'folder'] = Field(
+        'digits',
+        description="`digits` (built-in), `synthetic` (generated) or `folder` (raw files).")
+    raw_glob: Union[str, list[str], None] = Field(
+        None,
+        description="Glob(s) of raw folders or files for "
+                    "`source: folder`, e.g. `/vol/data/2025_*`.")
+    npz_key: str | None = Field(
+        None, description="Array to read from `.npz` files (default: the only array in the file).")
+    layout: Literal['auto', 'HW', 'CHW', 'NHW', 'NCHW'] = Field(
+        'auto', description="Axis meaning of arrays in raw files when it is ambiguous.")
+    skip_bad_files: bool = Field(
+        False, description="Skip (and count) unreadable files instead of stopping with an error.")
     batch_size: int = Field(32, ge=1, description="Samples per training step.")
-    split: SplitConfig = Field(default_factory=SplitConfig, description="Train/validation/test split.")
-    filters: FilterConfig = Field(default_factory=FilterConfig, description="Sample filters applied before the split.")
-    normalize: Literal['minmax', 'standard', 'none'] = Field('minmax', description="Normalisation fitted on the train split only.")
-    load_cache: bool = Field(True, description="Reuse the prepared data set when its fingerprint matches; otherwise rebuild it.")
+    split: SplitConfig = Field(
+        default_factory=SplitConfig, description="Train/validation/test split.")
+    filters: FilterConfig = Field(
+        default_factory=FilterConfig, description="Sample filters applied before the split.")
+    normalize: Literal['minmax', 'standard', 'none'] = Field(
+        'minmax', description="Normalisation fitted on the train split only.")
+    load_cache: bool = Field(
+        True,
+        description="Reuse the prepared data set when its "
+                    "fingerprint matches; otherwise rebuild it.")
     cache_dir: str | None = Field(None, description="Cache folder (default: `results_dir/cache`).")
-    synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig, description="Size of the `synthetic` data set.")
+    synthetic: SyntheticConfig = Field(
+        default_factory=SyntheticConfig, description="Size of the `synthetic` data set.")
 
 # %% ../nbs/00_config.ipynb #42dafa2a
 Stride = Union[int, list[int]]
@@ -94,106 +129,176 @@ Stride = Union[int, list[int]]
 class ModelConfig(Section):
     "Shape of the convolutional autoencoder."
     embedding_dim: int = Field(8, ge=1, description="Size of the latent code (the embedding).")
-    channels: list[int] = Field([16, 32], min_length=1, description="Output channels of each encoder stage.")
-    strides: list[Stride] = Field([2, 2], min_length=1, description="Stride of each stage: one number or [height, width].")
-    kernel_size: int = Field(3, ge=1, description="Convolution kernel size (odd, so every stage keeps exact shapes).")
-    norm: Literal['batch', 'group', 'none'] = Field('batch', description="Normalisation layer after each convolution.")
-    activation: Literal['relu', 'gelu', 'silu', 'leaky_relu'] = Field('relu', description="Hidden activation.")
-    output_activation: Literal['sigmoid', 'tanh', 'none'] = Field('sigmoid', description="Activation of the reconstruction.")
-    head: bool = Field(True, description="End the decoder with a full-resolution stage and a 3x3 convolution (false: about 2x faster on large inputs, slightly worse on tiny ones).")
+    channels: list[int] = Field(
+        [16, 32], min_length=1, description="Output channels of each encoder stage.")
+    strides: list[Stride] = Field(
+        [2, 2], min_length=1, description="Stride of each stage: one number or [height, width].")
+    kernel_size: int = Field(
+        3, ge=1, description="Convolution kernel size (odd, so every stage keeps exact shapes).")
+    norm: Literal['batch', 'group', 'none'] = Field(
+        'batch', description="Normalisation layer after each convolution.")
+    activation: Literal['relu', 'gelu', 'silu', 'leaky_relu'] = Field(
+        'relu', description="Hidden activation.")
+    output_activation: Literal['sigmoid', 'tanh', 'none'] = Field(
+        'sigmoid', description="Activation of the reconstruction.")
+    head: bool = Field(
+        True,
+        description="End the decoder with a full-resolution stage and a 3x3 convolution "
+                    "(false: about 2x faster on large inputs, slightly worse on tiny ones).")
 
     @model_validator(mode='after')
     def _stages_match(self):
         if len(self.channels) != len(self.strides):
-            raise ValueError(f"channels has {len(self.channels)} stages but strides has {len(self.strides)}")
+            raise ValueError(f"channels has {len(self.channels)} stages but strides has "
+                             f"{len(self.strides)}")
         for s in self.strides:
             pair = s if isinstance(s, list) else [s, s]
             if len(pair) != 2 or any(v < 1 for v in pair):
-                raise ValueError(f"each stride must be a positive number or a [height, width] pair, got {s!r}")
-        if any(c < 1 for c in self.channels): raise ValueError(f"channels must be positive, got {self.channels}")
-        if self.kernel_size % 2 == 0: raise ValueError(f"kernel_size must be odd, got {self.kernel_size}")
+                raise ValueError(f"each stride must be a positive number or a [height, width] "
+                                 f"pair, got {s!r}")
+        if any(c < 1 for c in self.channels):
+            raise ValueError(f"channels must be positive, got {self.channels}")
+        if self.kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd, got {self.kernel_size}")
         return self
 
 # %% ../nbs/00_config.ipynb #05577c79
 class CheckpointConfig(Section):
     "How often restart checkpoints are written and how many are kept."
-    save_every: int = Field(5, ge=0, description="Write `restart_eNNNN.pth` every N epochs (0: never).")
-    keep_last: int = Field(3, ge=1, description="How many `restart_*` checkpoints to keep (best and latest are always kept).")
+    save_every: int = Field(
+        5, ge=0, description="Write `restart_eNNNN.pth` every N epochs (0: never).")
+    keep_last: int = Field(
+        3, ge=1,
+        description="How many `restart_*` checkpoints to keep (best and latest are always kept).")
 
+# %% ../nbs/00_config.ipynb #c5e0a8d2
 class TrainingConfig(Section):
     "Optimisation, checkpoints, plots and restart."
-    epochs: int = Field(30, ge=1, description="Number of epochs to train (a restart continues up to this number).")
+    epochs: int = Field(
+        30, ge=1, description="Number of epochs to train (a restart continues up to this number).")
     learning_rate: float = Field(1e-2, gt=0, description="Peak learning rate.")
     weight_decay: float = Field(1e-4, ge=0, description="Weight decay (decoupled for AdamW).")
     optimizer: Literal['adamw', 'adam', 'sgd'] = Field('adamw', description="Optimizer.")
     momentum: float = Field(0.9, ge=0, lt=1, description="Momentum for SGD.")
-    scheduler: Literal['cosine', 'onecycle', 'step', 'plateau', 'none'] = Field('cosine', description="Learning-rate schedule.")
+    scheduler: Literal['cosine', 'onecycle', 'step', 'plateau', 'none'] = Field(
+        'cosine', description="Learning-rate schedule.")
     warmup_epochs: int = Field(0, ge=0, description="Epochs of linear warm-up before the schedule.")
     step_size: int = Field(10, ge=1, description="Epochs between decays for the `step` schedule.")
     gamma: float = Field(0.5, gt=0, le=1, description="Decay factor for `step` and `plateau`.")
     loss: Literal['mse', 'l1', 'huber', 'bce'] = Field('mse', description="Reconstruction loss.")
-    grad_clip: float | None = Field(None, gt=0, description="Clip the gradient norm to this value (none: no clipping).")
-    early_stopping_patience: int | None = Field(None, ge=1, description="Stop after this many epochs without validation improvement.")
-    amp: Literal['auto', 'bf16', 'fp16', 'none'] = Field('auto', description="Mixed precision: `auto` is bf16 or full precision on a GPU, whichever `resources.performance` measures faster; none on CPU.")
-    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="Restart checkpoints.")
-    plot_every: int = Field(5, ge=0, description="Save reconstruction and loss plots every N epochs (0: never).")
-    log_every: int = Field(50, ge=1, description="Steps between progress/metric updates (the only host syncs in the loop).")
-    restart: bool = Field(False, description="Resume from a checkpoint of this run instead of starting fresh.")
-    restart_from: str = Field('auto', min_length=1, description="`auto` (newest valid checkpoint of this run) or a checkpoint path.")
+    grad_clip: float | None = Field(
+        None, gt=0, description="Clip the gradient norm to this value (none: no clipping).")
+    early_stopping_patience: int | None = Field(
+        None, ge=1, description="Stop after this many epochs without validation improvement.")
+    amp: Literal['auto', 'bf16', 'fp16', 'none'] = Field(
+        'auto',
+        description="Mixed precision: `auto` is bf16 or full precision on a GPU, "
+                    "whichever `resources.performance` measures faster; none on CPU.")
+    checkpoint: CheckpointConfig = Field(
+        default_factory=CheckpointConfig, description="Restart checkpoints.")
+    plot_every: int = Field(
+        5, ge=0, description="Save reconstruction and loss plots every N epochs (0: never).")
+    log_every: int = Field(
+        50, ge=1,
+        description="Steps between progress/metric updates (the only host syncs in the loop).")
+    restart: bool = Field(
+        False, description="Resume from a checkpoint of this run instead of starting fresh.")
+    restart_from: str = Field(
+        'auto', min_length=1,
+        description="`auto` (newest valid checkpoint of this run) or a checkpoint path.")
 
 # %% ../nbs/00_config.ipynb #a2552f71
 Switch = Union[Literal['auto'], bool]
 
 class PerformanceConfig(Section):
-    "Speed switches: each is on, off or `auto`; `auto` is decided by timing training steps on this device."
-    tune: bool = Field(True, description="Time the `auto` choices on a few real training steps (cached per device, model and batch); false, or `experiment.deterministic`: fixed rules decide them.")
-    data_on_device: Switch = Field('auto', description="Keep the train and validation arrays in GPU memory (`auto`: when they fit in `device_memory_share`; never on CPU).")
-    device_memory_share: float = Field(0.5, gt=0, le=0.9, description="Largest share of free GPU memory the resident arrays may take.")
-    cudnn_benchmark: Switch = Field('auto', description="Let cuDNN time its convolution algorithms for the input shape (`auto`: on for CUDA unless `experiment.deterministic`).")
-    fused_optimizer: Switch = Field('auto', description="One-kernel Adam/AdamW update (`auto`: measured).")
-    channels_last: Switch = Field('auto', description="Channels-last (NHWC) memory layout for the model and batches (`auto`: measured).")
-    compile: Literal['auto', 'off', 'default', 'reduce-overhead', 'max-autotune'] = Field('auto', description="`torch.compile` mode; `reduce-overhead` adds CUDA graphs (`auto`: measured when the run is long enough to repay compiling).")
+    "Speed switches, each on, off or `auto`: `auto` is decided by timing steps on this device."
 
+    tune: bool = Field(
+        True,
+        description="Time the `auto` choices on a few real training steps "
+                    "(cached per device, model and batch); false, or "
+                    "`experiment.deterministic`: fixed rules decide them.")
+    data_on_device: Switch = Field(
+        'auto',
+        description="Keep the train and validation arrays in GPU memory (`auto`: "
+                    "when they fit in `device_memory_share`; never on CPU).")
+    device_memory_share: float = Field(
+        0.5, gt=0, le=0.9,
+        description="Largest share of free GPU memory the resident arrays may take.")
+    cudnn_benchmark: Switch = Field(
+        'auto',
+        description="Let cuDNN time its convolution algorithms for the input shape "
+                    "(`auto`: on for CUDA unless `experiment.deterministic`).")
+    fused_optimizer: Switch = Field(
+        'auto', description="One-kernel Adam/AdamW update (`auto`: measured).")
+    channels_last: Switch = Field(
+        'auto',
+        description="Channels-last (NHWC) memory layout for "
+                    "the model and batches (`auto`: measured).")
+    compile: Literal['auto', 'off', 'default', 'reduce-overhead', 'max-autotune'] = Field(
+        'auto',
+        description="`torch.compile` mode; `reduce-overhead` adds CUDA graphs (`auto`: "
+                    "measured when the run is long enough to repay compiling).")
+
+# %% ../nbs/00_config.ipynb #4e9a2c7f
 class ResourcesConfig(Section):
     "Hardware and data-loading resources."
     device: str = Field('auto', description="`auto`, `cpu`, `cuda`, `cuda:N` or `mps`.")
-    num_workers: int = Field(0, ge=0, description="DataLoader worker processes for file-backed data (0: load in the main process).")
+    num_workers: int = Field(
+        0, ge=0,
+        description="DataLoader worker processes for file-backed "
+                    "data (0: load in the main process).")
     pin_memory: bool = Field(True, description="Pin host memory for faster copies to a GPU.")
-    persistent_workers: bool = Field(False, description="Keep DataLoader workers alive between epochs.")
+    persistent_workers: bool = Field(
+        False, description="Keep DataLoader workers alive between epochs.")
     prefetch_factor: int = Field(2, ge=1, description="Batches prefetched per worker.")
-    threads: int | None = Field(None, ge=1, le=4096,
-                                description="CPU threads for PyTorch, at most 8 per core of the machine that runs "
-                                            "(default: one for small models, PyTorch's choice for large ones).")
-    performance: PerformanceConfig = Field(default_factory=PerformanceConfig, description="Speed switches and their automatic tuning.")
+    threads: int | None = Field(
+        None, ge=1, le=4096,
+        description="CPU threads for PyTorch, at most 8 per core of the machine that runs "
+                    "(default: one for small models, PyTorch's choice for large ones).")
+    performance: PerformanceConfig = Field(
+        default_factory=PerformanceConfig, description="Speed switches and their automatic tuning.")
 
     @field_validator('device')
     @classmethod
     def _device_name(cls, v):
-        if not re.fullmatch(r'auto|cpu|mps|cuda(:\d+)?', v): raise ValueError(f"expected auto, cpu, cuda, cuda:N or mps, got {v!r}")
+        if not re.fullmatch(r'auto|cpu|mps|cuda(:\d+)?', v):
+            raise ValueError(f"expected auto, cpu, cuda, cuda:N or mps, got {v!r}")
         return v
 
+# %% ../nbs/00_config.ipynb #f0a6c3d9
 class WandbConfig(Section):
     "Weights & Biases logging; never prompts, never blocks without network."
-    mode: Literal['offline', 'online', 'disabled'] = Field('offline', description="`offline` writes to the run folder, `online` syncs, `disabled` skips W&B.")
+    mode: Literal['offline', 'online', 'disabled'] = Field(
+        'offline',
+        description="`offline` writes to the run folder, `online` syncs, `disabled` skips W&B.")
     project: str = Field('ae_nb', min_length=1, description="W&B project.")
     entity: str | None = Field(None, description="W&B entity (team or user).")
     tags: list[str] = Field([], description="Tags attached to the W&B run.")
 
+# %% ../nbs/00_config.ipynb #9e3f7a0c
 class LoggingConfig(Section):
     "Console, file and experiment-tracker logging."
-    level: Literal['DEBUG', 'INFO', 'WARNING', 'ERROR'] = Field('INFO', description="Log level for console and `train.log`.")
-    progress: Literal['auto', 'always', 'never'] = Field('auto', description="Progress bar: `auto` shows it only on a terminal or in a notebook.")
+    level: Literal['DEBUG', 'INFO', 'WARNING', 'ERROR'] = Field(
+        'INFO', description="Log level for console and `train.log`.")
+    progress: Literal['auto', 'always', 'never'] = Field(
+        'auto', description="Progress bar: `auto` shows it only on a terminal or in a notebook.")
     wandb: WandbConfig = Field(default_factory=WandbConfig, description="Weights & Biases.")
 
 # %% ../nbs/00_config.ipynb #3782d734
 class AEConfig(Section):
     "The complete, validated configuration of one training run."
-    experiment: ExperimentConfig = Field(default_factory=ExperimentConfig, description="Run name, folder and seed.")
-    data: DataConfig = Field(default_factory=DataConfig, description="Data source, cleaning, split and cache.")
+    experiment: ExperimentConfig = Field(
+        default_factory=ExperimentConfig, description="Run name, folder and seed.")
+    data: DataConfig = Field(
+        default_factory=DataConfig, description="Data source, cleaning, split and cache.")
     model: ModelConfig = Field(default_factory=ModelConfig, description="Autoencoder architecture.")
-    training: TrainingConfig = Field(default_factory=TrainingConfig, description="Optimisation and checkpoints.")
-    resources: ResourcesConfig = Field(default_factory=ResourcesConfig, description="Device and loaders.")
-    logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logs, progress and W&B.")
+    training: TrainingConfig = Field(
+        default_factory=TrainingConfig, description="Optimisation and checkpoints.")
+    resources: ResourcesConfig = Field(
+        default_factory=ResourcesConfig, description="Device and loaders.")
+    logging: LoggingConfig = Field(
+        default_factory=LoggingConfig, description="Logs, progress and W&B.")
 
     @model_validator(mode='after')
     def _folder_needs_glob(self):
@@ -206,6 +311,7 @@ def _section_type(annotation):
     "The `Section` subclass inside `annotation`, if it is one."
     return annotation if isinstance(annotation, type) and issubclass(annotation, Section) else None
 
+# %% ../nbs/00_config.ipynb #3a8d5c0f
 def schema_keys(model:type[Section]=AEConfig, # schema to walk
                 prefix:str='',                 # dotted prefix for nested keys
                )->list[str]:                   # every dotted key, sections included
@@ -225,7 +331,8 @@ def did_you_mean(key:str,          # dotted key that is not in the schema
     candidates = schema_keys() if candidates is None else candidates
     parent = key.rpartition('.')[0]
     siblings = [c for c in candidates if c.rpartition('.')[0] == parent]
-    match = difflib.get_close_matches(key, siblings, n=1, cutoff=0.6) or difflib.get_close_matches(key, candidates, n=1, cutoff=0.75)
+    match = (difflib.get_close_matches(key, siblings, n=1, cutoff=0.6)
+             or difflib.get_close_matches(key, candidates, n=1, cutoff=0.75))
     return f" Did you mean '{match[0]}'?" if match else ''
 
 # %% ../nbs/00_config.ipynb #0a920421
@@ -235,27 +342,36 @@ class ConfigError(ValueError):
         self.problems = list(problems)
         super().__init__('\n'.join(self.problems))
 
+# %% ../nbs/00_config.ipynb #4d7e1b9c
 class RawConfig(dict):
-    "A config mapping as written by the user, which remembers its source file and the line of each key."
+    "A config mapping as the user wrote it, remembering its source file and the line of each key."
     def __init__(self, data=None, source:str|None=None, lines:dict|None=None):
         super().__init__(data or {})
         self.source, self.lines = source, dict(lines or {})
 
-    def where(self, key:str)->str:
-        "`file:line: ` for `key` (or the nearest section written in the file), '' when unknown."
-        while key and key not in self.lines: key = key.rpartition('.')[0]
-        if key in self.lines: return f"{self.lines[key]}: "
-        return f"{self.source}: " if self.source else ''
+# %% ../nbs/00_config.ipynb #b5f0d3e8
+@patch
+def where(self:RawConfig,
+          key:str, # dotted key
+         )->str:   # `file:line: `, `file: ` or ''
+    "`file:line: ` for `key` (or the nearest section written in the file), '' when unknown."
+    while key and key not in self.lines: key = key.rpartition('.')[0]
+    if key in self.lines: return f"{self.lines[key]}: "
+    return f"{self.source}: " if self.source else ''
 
 # %% ../nbs/00_config.ipynb #78ce9ff6
 class _Loader(yaml.SafeLoader):
     "`yaml.SafeLoader` with YAML 1.2 floats (`3e-4`) and booleans (only `true`/`false`)."
 
 _BOOL = 'tag:yaml.org,2002:bool'
-_Loader.yaml_implicit_resolvers = {c: [r for r in rs if r[0] != _BOOL] for c, rs in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-_Loader.add_implicit_resolver(_BOOL, re.compile(r'^(?:true|True|TRUE|false|False|FALSE)$'), list('tTfF'))
-_Loader.add_implicit_resolver('tag:yaml.org,2002:float',
-    re.compile(r'^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$'), list('-+0123456789.'))
+_Loader.yaml_implicit_resolvers = {c: [r for r in rs if r[0] != _BOOL]
+                                   for c, rs in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver(_BOOL, re.compile(r'^(?:true|True|TRUE|false|False|FALSE)$'),
+                              list('tTfF'))
+_Loader.add_implicit_resolver(
+    'tag:yaml.org,2002:float',
+    re.compile(r'^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$'),
+    list('-+0123456789.'))
 
 # %% ../nbs/00_config.ipynb #3a9032aa
 MAX_CONFIG_BYTES = 1 << 20    # a config file is a few KiB: one over 1 MiB is the wrong file
@@ -269,6 +385,7 @@ class _Open:
         self.mapping, self.anchor, self.path = mapping, anchor, path
         self.size, self.keys, self.key, self.want_key = 1, {}, None, mapping
 
+# %% ../nbs/00_config.ipynb #5c1f9b3e
 class _YamlWalk:
     "One pass over YAML events: open collections, anchors' expanded sizes, each mapping's keys."
     def __init__(self, source:str|None, # the file, for `file:line` (None: an override)
@@ -277,38 +394,23 @@ class _YamlWalk:
         self.source, self.prefix, self.stack, self.resolver = source, prefix, [], _Loader('')
         self.sizes, self.scalars, self.total, self.written, self.crossed = {}, {}, 0, 0, None
 
-    def refuse(self, mark, path:str, problem:str):
-        "Raise `ConfigError`: `file:line: key: problem`, or `--override key: problem`."
-        parts = path.split('.')
-        shown = '.'.join(parts[:4]) + '...' if len(parts) > 5 else path
-        where = f"{self.source}:{mark.line + 1}: " if self.source else '--override '
-        raise ConfigError([f"{where}{shown or '<top level>'}: {problem}"])
+# %% ../nbs/00_config.ipynb #e9d4a7c2
+@patch
+def refuse(self:_YamlWalk,
+           mark,         # where the trouble starts (a parser mark)
+           path:str,     # the dotted key there
+           problem:str,  # what is wrong
+          ):
+    "Raise `ConfigError`: `file:line: key: problem`, or `--override key: problem`."
+    parts = path.split('.')
+    shown = '.'.join(parts[:4]) + '...' if len(parts) > 5 else path
+    where = f"{self.source}:{mark.line + 1}: " if self.source else '--override '
+    raise ConfigError([f"{where}{shown or '<top level>'}: {problem}"])
 
 # %% ../nbs/00_config.ipynb #52714ec8
-def _join(path:str, key)->str: return f"{path}.{key}" if path else str(key)
-
-@patch
-def event(self:_YamlWalk, ev):
-    "Account for one parser event; refuse as soon as a limit is passed."
-    if isinstance(ev, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
-        return self._close(self.stack.pop())
-    if isinstance(ev, yaml.DocumentStartEvent): self.sizes, self.scalars = {}, {}  # per document
-    if not isinstance(ev, yaml.NodeEvent): return
-    top = self.stack[-1] if self.stack else None
-    if top is not None and top.want_key: return self._key(top, ev)
-    path = self.prefix if top is None else _join(top.path, top.key) if top.mapping else top.path
-    if isinstance(ev, yaml.AliasEvent):
-        if any(o.anchor == ev.anchor for o in self.stack):
-            self.refuse(ev.start_mark, path, f"alias *{ev.anchor} refers to a value that contains it")
-        return self._done(self.sizes.get(ev.anchor, 1), ev, path)
-    if isinstance(ev, yaml.ScalarEvent):
-        if ev.anchor: self.sizes[ev.anchor], self.scalars[ev.anchor] = 1, self._identity(ev)
-        return self._done(1, ev, path)
-    if len(self.stack) >= MAX_CONFIG_DEPTH:
-        deep = f"nested deeper than {MAX_CONFIG_DEPTH} levels (a config is 3 or 4 deep)"
-        self.refuse(ev.start_mark, path, deep)
-    self._count(1, ev, path)
-    self.stack.append(_Open(isinstance(ev, yaml.MappingStartEvent), ev.anchor, path))
+def _join(path:str, key)->str:
+    "`path.key`, or `key` alone at the top."
+    return f"{path}.{key}" if path else str(key)
 
 # %% ../nbs/00_config.ipynb #32fa0202
 @patch
@@ -317,13 +419,16 @@ def _count(self:_YamlWalk, n:int, ev, path:str):
     self.total, self.written = self.total + n, self.written + 1
     if self.total > MAX_CONFIG_VALUES and self.crossed is None: self.crossed = (ev.start_mark, path)
 
+# %% ../nbs/00_config.ipynb #9c2e6a1b
 @patch
 def _grow(self:_YamlWalk, n:int):
     "A value of `n` values is complete: add it to the open collection (a mapping then wants a key)."
     if self.stack: top = self.stack[-1]; top.size += n; top.want_key = top.mapping
 
 @patch
-def _done(self:_YamlWalk, n:int, ev, path:str): self._count(n, ev, path); self._grow(n)
+def _done(self:_YamlWalk, n:int, ev, path:str):
+    "A value of `n` values, complete at once (a scalar or an alias): count it and add it."
+    self._count(n, ev, path); self._grow(n)
 
 @patch
 def _close(self:_YamlWalk, frame:_Open):
@@ -341,6 +446,7 @@ def _identity(self:_YamlWalk, ev)->tuple:
     except Exception: value = (tag, ev.value)   # a tag the safe loader refuses later, or unhashable
     return value, ev.value
 
+# %% ../nbs/00_config.ipynb #d7a3e9c5
 @patch
 def _key(self:_YamlWalk, frame:_Open, ev):
     "A key of the open mapping `frame`: refuse a collection or a repeat; remember its line."
@@ -360,6 +466,33 @@ def _key(self:_YamlWalk, frame:_Open, ev):
     frame.keys[ident], frame.key, frame.want_key = ev.start_mark.line + 1, text, False
     self._count(1, ev, path); frame.size += 1
 
+# %% ../nbs/00_config.ipynb #b8f1c4a6
+@patch
+def event(self:_YamlWalk,
+          ev, # one event of `yaml.parse`
+         ):
+    "Account for one parser event; refuse as soon as a limit is passed."
+    if isinstance(ev, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+        return self._close(self.stack.pop())
+    if isinstance(ev, yaml.DocumentStartEvent): self.sizes, self.scalars = {}, {}  # per document
+    if not isinstance(ev, yaml.NodeEvent): return
+    top = self.stack[-1] if self.stack else None
+    if top is not None and top.want_key: return self._key(top, ev)
+    path = self.prefix if top is None else _join(top.path, top.key) if top.mapping else top.path
+    if isinstance(ev, yaml.AliasEvent):
+        if any(o.anchor == ev.anchor for o in self.stack):
+            self.refuse(ev.start_mark, path,
+                        f"alias *{ev.anchor} refers to a value that contains it")
+        return self._done(self.sizes.get(ev.anchor, 1), ev, path)
+    if isinstance(ev, yaml.ScalarEvent):
+        if ev.anchor: self.sizes[ev.anchor], self.scalars[ev.anchor] = 1, self._identity(ev)
+        return self._done(1, ev, path)
+    if len(self.stack) >= MAX_CONFIG_DEPTH:
+        deep = f"nested deeper than {MAX_CONFIG_DEPTH} levels (a config is 3 or 4 deep)"
+        self.refuse(ev.start_mark, path, deep)
+    self._count(1, ev, path)
+    self.stack.append(_Open(isinstance(ev, yaml.MappingStartEvent), ev.anchor, path))
+
 # %% ../nbs/00_config.ipynb #63ded3fe
 @patch
 def finish(self:_YamlWalk):
@@ -369,6 +502,7 @@ def finish(self:_YamlWalk):
            if self.total > self.written else f"has {self.total:,} values")
     self.refuse(*self.crossed, f"{how}; at most {MAX_CONFIG_VALUES:,} are allowed")
 
+# %% ../nbs/00_config.ipynb #f6b9d2c4
 def _check_yaml(text:str,         # a YAML document
                 source:str|None,  # its file, for `file:line` (None: an override)
                 prefix:str='',    # dotted key the document is the value of (an override's key)
@@ -404,6 +538,7 @@ def _key_lines(node, source:str, prefix:str='')->dict:
         lines.update(_key_lines(v, source, key + '.'))
     return lines
 
+# %% ../nbs/00_config.ipynb #7f2c8e5a
 def _parse_yaml(text:str, source:str):
     "Parse `text` safely; return (data, line map) or raise `ConfigError` naming line and column."
     try:
@@ -418,7 +553,9 @@ def _parse_yaml(text:str, source:str):
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
         raise ConfigError([f"{where}: invalid YAML: {getattr(e, 'problem', None) or e}"]) from None
     if data is None: data = {}
-    if not isinstance(data, dict): raise ConfigError([f"{source}: expected a mapping of sections at the top level, got {type(data).__name__}"])
+    if not isinstance(data, dict):
+        raise ConfigError([f"{source}: expected a mapping of sections at the top level, "
+                           f"got {type(data).__name__}"])
     return data, _key_lines(node, source)
 
 # %% ../nbs/00_config.ipynb #1cb8c078
@@ -426,6 +563,7 @@ def default_config_path()->Path:
     "The default configuration file shipped inside the package."
     return Path(str(importlib.resources.files('ae_nb')/'default_config.yaml'))
 
+# %% ../nbs/00_config.ipynb #2d6f9a4c
 def _read_config(path:Path)->str:
     "The text of `path`, reading at most `MAX_CONFIG_BYTES` (a larger file is refused by its size)."
     with open(path, 'rb') as f:
@@ -438,18 +576,21 @@ def _read_config(path:Path)->str:
     raise ConfigError([f"{path}: config file is more than {limit} and not a regular file "
                        "(a device or a pipe?)"])
 
+# %% ../nbs/00_config.ipynb #a4d1f8b6
 def load_config(path:str|Path|None=None, # YAML file; `None` for the packaged default
                )->RawConfig:             # the mapping as written, with its source and key lines
     "Read a YAML config file without validating it (see `validate_configuration`)."
     path = Path(path) if path is not None else default_config_path()
     try: text = _read_config(path)
     except FileNotFoundError: raise ConfigError([f"{path}: config file not found"]) from None
-    except (OSError, UnicodeDecodeError) as e: raise ConfigError([f"{path}: cannot read config file: {e}"]) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError([f"{path}: cannot read config file: {e}"]) from None
     data, lines = _parse_yaml(text, str(path))
     return RawConfig(data, source=str(path), lines=lines)
 
 # %% ../nbs/00_config.ipynb #1e2fd585
-def parse_override(text:str)->tuple[str, Any]:
+def parse_override(text:str,         # `key.sub=value`, as given to `--override`
+                  )->tuple[str, Any]: # the key and its value
     "Split `key.sub=value` into the key and its YAML-parsed value (hostile YAML refused)."
     key, sep, value = text.partition('=')
     key = key.strip()
@@ -473,7 +614,8 @@ def apply_config_overrides(config:RawConfig|dict,   # config as loaded by `load_
                            overrides:list[str]|None, # `key.sub=value` strings
                           )->RawConfig:              # a new config with the overrides applied
     "Apply command-line overrides to a copy of `config`; unknown keys are errors with a suggestion."
-    out = RawConfig(copy.deepcopy(dict(config)), getattr(config, 'source', None), getattr(config, 'lines', None))
+    out = RawConfig(copy.deepcopy(dict(config)), getattr(config, 'source', None),
+                    getattr(config, 'lines', None))
     valid, problems = set(schema_keys()), []
     for text in overrides or []:
         try: key, value = parse_override(text)
@@ -505,13 +647,14 @@ def _machine_problems(config:AEConfig, cores:int|None=None)->list[tuple[str, str
             for key, n, what in counts if n and n > limit]
 
 # %% ../nbs/00_config.ipynb #1eb1a002
-_DIGITS_HW = (8, 8)   # scikit-learn's bundled handwritten digits
+def _stride_pair(s)->tuple[int, int]:
+    "A stride (a number or [height, width]) as a (height, width) pair."
+    return (s[0], s[1]) if isinstance(s, list) else (s, s)
 
-def _stride_pair(s)->tuple[int, int]: return (s[0], s[1]) if isinstance(s, list) else (s, s)
-
+# %% ../nbs/00_config.ipynb #c6a0f4e8
 def stage_inputs(input_size:tuple[int, int], # (height, width) of one sample
-                 strides:list,               # `model.strides`: per stage, a number or [height, width]
-                )->list[tuple[int, int]]:    # size entering each encoder stage, then the code's grid
+                 strides:list,               # `model.strides`: per stage, a number or [h, w]
+                )->list[tuple[int, int]]:    # size entering each stage, then the code's grid
     "Spatial sizes through the encoder: `ceil(n / stride)` a stage (odd kernel, `k // 2` padding)."
     sizes = [tuple(input_size)]
     for s in strides:
@@ -535,6 +678,8 @@ def kernel_size_problem(input_size:tuple[int, int], # (height, width) of one sam
             f"use kernel_size {min(fits)} or less")
 
 # %% ../nbs/00_config.ipynb #9fbaec82
+_DIGITS_HW = (8, 8)   # scikit-learn's bundled handwritten digits
+
 def _input_size(config:AEConfig)->tuple[tuple[int, int]|None, str]:
     "(height, width) of one sample when the config alone tells it, and the setting that tells it."
     d = config.data
@@ -544,6 +689,7 @@ def _input_size(config:AEConfig)->tuple[tuple[int, int]|None, str]:
     if shape and min(shape) >= 1: return tuple(shape[-2:]), 'data.filters.expected_shape'
     return None, ''
 
+# %% ../nbs/00_config.ipynb #a5d8f1c3
 def _input_problems(config:AEConfig)->list[tuple[str, str]]:
     "(key, problem) for strides or a kernel that the configured input size cannot take."
     size, said = _input_size(config)
@@ -552,8 +698,9 @@ def _input_problems(config:AEConfig)->list[tuple[str, str]]:
     for i, ((h, w), s) in enumerate(zip(stage_inputs(size, m.strides), m.strides)):
         (sh, sw) = _stride_pair(s)
         if h < sh or w < sw:
-            return [('model.strides', f"{what} are too small for these strides: stage {i} gets {h}x{w} but "
-                                      f"strides by {sh}x{sw}; use fewer stages or smaller strides")]
+            return [('model.strides', f"{what} are too small for these strides: stage {i} gets "
+                                      f"{h}x{w} but strides by {sh}x{sw}; "
+                                      f"use fewer stages or smaller strides")]
     why = kernel_size_problem(size, m.strides, m.kernel_size)
     return [('model.kernel_size', f"{m.kernel_size} is too large for {what}: {why}")] if why else []
 
@@ -562,6 +709,7 @@ def _runnable_problems(config:AEConfig, cores:int|None=None)->list[tuple[str, st
     "(key, problem) for everything `check_runnable` reports."
     return _machine_problems(config, cores) + _input_problems(config)
 
+# %% ../nbs/00_config.ipynb #8e2f6b9c
 def check_runnable(config:AEConfig,     # a configuration the schema accepts
                    cores:int|None=None, # CPU cores to check against (default: `os.cpu_count()`)
                   )->list[str]:         # `key: problem` lines; empty when the run can start here
@@ -570,7 +718,7 @@ def check_runnable(config:AEConfig,     # a configuration the schema accepts
 
 # %% ../nbs/00_config.ipynb #09207d8e
 def _error_key(loc:tuple)->str:
-    "Dotted key for a pydantic error location, without union-member tags such as `int` or `list[int]`."
+    "Dotted key for a pydantic error location, without union-member tags such as `list[int]`."
     parts = []
     for p in loc:
         if isinstance(p, int): parts.append(f"[{p}]")
@@ -578,6 +726,7 @@ def _error_key(loc:tuple)->str:
         else: parts.append(('.' if parts else '') + str(p))
     return ''.join(parts)
 
+# %% ../nbs/00_config.ipynb #2a9f4c7e
 def _describe(err:dict, raw:RawConfig)->str:
     "One readable line for a pydantic error."
     key = _error_key(err['loc'])
@@ -590,7 +739,7 @@ def _describe(err:dict, raw:RawConfig)->str:
 
 # %% ../nbs/00_config.ipynb #de60f462
 def validate_configuration(config:RawConfig|dict,  # config as loaded (and overridden)
-                           runnable:bool|None=None, # also `check_runnable` (None: for a `RawConfig` only)
+                           runnable:bool|None=None, # also `check_runnable` (None: `RawConfig` only)
                           )->AEConfig:             # the complete, validated configuration
     "Validate `config` (and whether it can run here), raising `ConfigError` with every problem."
     raw = config if isinstance(config, RawConfig) else RawConfig(config)
@@ -604,21 +753,30 @@ def validate_configuration(config:RawConfig|dict,  # config as loaded (and overr
     return valid
 
 # %% ../nbs/00_config.ipynb #75ae0681
-def config_to_dict(config:AEConfig)->dict:
-    "The configuration as plain Python data (safe for YAML, JSON and `torch.load(weights_only=True)`)."
+def config_to_dict(config:AEConfig, # a validated configuration
+                  )->dict:          # dicts, lists, strings, numbers and None only
+    "The configuration as plain data (safe for YAML, JSON and `torch.load(weights_only=True)`)."
+
     return config.model_dump(mode='json')
 
+# %% ../nbs/00_config.ipynb #e1b5c8f6
 class _Dumper(yaml.SafeDumper):
     "`yaml.SafeDumper` that writes sections as blocks and lists inline, like `default_config.yaml`."
-_Dumper.add_representer(list, lambda d, v: d.represent_sequence('tag:yaml.org,2002:seq', v, flow_style=True))
+_Dumper.add_representer(list, lambda d, v: d.represent_sequence('tag:yaml.org,2002:seq', v,
+                                                                 flow_style=True))
 
-def config_to_yaml(config:AEConfig)->str:
+def config_to_yaml(config:AEConfig, # a validated configuration
+                  )->str:           # a YAML document
     "The configuration as a YAML document, sections in schema order."
-    return yaml.dump(config_to_dict(config), Dumper=_Dumper, sort_keys=False, default_flow_style=False)
+    return yaml.dump(config_to_dict(config), Dumper=_Dumper, sort_keys=False,
+                     default_flow_style=False)
 
-def config_hash(config:AEConfig)->str:
+# %% ../nbs/00_config.ipynb #9d2b6e0f
+def config_hash(config:AEConfig, # a validated configuration
+               )->str:           # 12 hex digits
     "A short, stable hash of the configuration."
-    return hashlib.sha256(json.dumps(config_to_dict(config), sort_keys=True).encode()).hexdigest()[:12]
+    data = json.dumps(config_to_dict(config), sort_keys=True).encode()
+    return hashlib.sha256(data).hexdigest()[:12]
 
 # %% ../nbs/00_config.ipynb #a8ed7f84
 def flatten_dict(d:dict,         # nested mapping, e.g. `config_to_dict(config)`
@@ -631,19 +789,26 @@ def flatten_dict(d:dict,         # nested mapping, e.g. `config_to_dict(config)`
         else: out[prefix + k] = v
     return out
 
+# %% ../nbs/00_config.ipynb #d2f6b0e9
 def config_overrides(config:AEConfig,              # configuration to describe
                      base:AEConfig|None=None,      # reference (default: the schema defaults)
                     )->list[str]:                  # `key=value` strings for `ae_train --override`
     "The settings of `config` that differ from `base`, as override strings."
-    new, old = flatten_dict(config_to_dict(config)), flatten_dict(config_to_dict(base or AEConfig()))
+    new = flatten_dict(config_to_dict(config))
+    old = flatten_dict(config_to_dict(base or AEConfig()))
     dump = lambda v: json.dumps(v) if not isinstance(v, str) else v
     return [f"{k}={dump(v)}" for k, v in new.items() if old.get(k) != v]
 
 # %% ../nbs/00_config.ipynb #beb3dbd7
-def run_dir(config:AEConfig)->Path:
+def run_dir(config:AEConfig, # a validated configuration
+           )->Path:          # `results_dir/name`
     "Folder of this run: `experiment.results_dir/experiment.name`."
     return Path(config.experiment.results_dir)/config.experiment.name
 
-def cache_dir(config:AEConfig)->Path:
+# %% ../nbs/00_config.ipynb #f3c0a9e5
+def cache_dir(config:AEConfig, # a validated configuration
+             )->Path:          # where prepared data sets are kept
+
     "Folder of prepared data sets: `data.cache_dir`, or `results_dir/cache` (shared by runs)."
-    return Path(config.data.cache_dir) if config.data.cache_dir else Path(config.experiment.results_dir)/'cache'
+    return (Path(config.data.cache_dir) if config.data.cache_dir
+            else Path(config.experiment.results_dir)/'cache')
