@@ -35,7 +35,8 @@ def _read_text(path:str)->str|None:
     except OSError: return None
 
 # %% ../nbs/00a_runfolder.ipynb #1c7d33e0
-def process_start_ticks(pid:int)->int|None:
+def process_start_ticks(pid:int,      # a process id on this host
+                       )->int|None:   # clock ticks since boot, None if unknown
     "When process `pid` started, in clock ticks since boot (None: unknown or no such process)."
     stat = _read_text(f"/proc/{pid}/stat")
     if stat is None: return None
@@ -69,7 +70,8 @@ def _create_exclusive(path:Path, info:dict)->bool:
     finally: tmp.unlink(missing_ok=True)
 
 # %% ../nbs/00a_runfolder.ipynb #0cdcb13b
-def read_lock(path:Path)->dict|None:
+def read_lock(path:Path,     # a lock file
+             )->dict|None:   # its owner, `{}` if unreadable, None if there is no lock
     "The owner described by lock file `path`, None if there is none; `{}` if it cannot be parsed."
     try: text = Path(path).read_text(encoding='utf-8')
     except FileNotFoundError: return None
@@ -84,7 +86,8 @@ def _setting(name:str, default:float)->float:
     return float(os.environ.get(f"AE_NB_LOCK_{name}", default))
 
 # %% ../nbs/00a_runfolder.ipynb #f1b6d2c8
-def file_system_now(folder:Path)->float:
+def file_system_now(folder:Path, # a folder on the file system to ask
+                   )->float:     # seconds since the epoch, by its clock
     "The current time as the file system holding `folder` records it."
     fd, tmp = tempfile.mkstemp(prefix='.ae_nb-clock.', dir=folder)
     try: return os.fstat(fd).st_mtime
@@ -191,10 +194,14 @@ def _beat(self:RunLock):
 
 # %% ../nbs/00a_runfolder.ipynb #9c4e2b7d
 @patch
-def __enter__(self:RunLock): return self
+def __enter__(self:RunLock):
+    "The lock itself, for `with claim_run_folder(...) as lock`."
+    return self
 
 @patch
-def __exit__(self:RunLock, *exc): self.release()
+def __exit__(self:RunLock, *exc):
+    "Release the lock, however the block ends."
+    self.release()
 
 # %% ../nbs/00a_runfolder.ipynb #a351744b
 def claim_run_folder(folder:str|Path,    # the run folder (created if missing)
@@ -222,7 +229,8 @@ def claim_run_folder(folder:str|Path,    # the run folder (created if missing)
                         "if that process is gone for good, delete the lock file.")
 
 # %% ../nbs/00a_runfolder.ipynb #d350bbe8
-def owns(folder:str|Path)->bool:
+def owns(folder:str|Path, # a run folder
+        )->bool:          # False only once a claim of this process has been lost
     "False if this process claimed `folder` and has lost it to another run since; True otherwise."
     held = _held.get(os.path.realpath(folder))
     if held is None or held.owned: return True
@@ -232,7 +240,8 @@ def owns(folder:str|Path)->bool:
 # %% ../nbs/00a_runfolder.ipynb #cead9d78
 PREVIOUS = 'previous'   # earlier runs of the same name: previous/<time>/
 
-def previous_run_entries(folder:Path)->list[Path]:
+def previous_run_entries(folder:Path,      # a run folder
+                        )->list[Path]:     # its entries, sorted, without the lock and `previous/`
     "What an earlier run left in `folder`: everything but the lock and `previous/`."
     if not folder.is_dir(): return []
     return sorted(p for p in folder.iterdir()
@@ -284,7 +293,9 @@ def set_aside_previous_run(folder:str|Path,   # run folder, owned by this proces
     return dest
 
 # %% ../nbs/00a_runfolder.ipynb #a8977736
-def results_dir_problem(path:str|Path)->str|None:
+def results_dir_problem(path:str|Path, # the results folder (`experiment.results_dir`)
+                       )->str|None:    # what stops runs being written there, None if nothing
+
     "Why runs cannot be written under `path` (None: they can); leaves nothing behind."
     path, created = Path(path).expanduser().absolute(), []
     try:
