@@ -112,40 +112,6 @@ def conv_block(in_channels:int,      # channels coming in
             else nn.ConvTranspose2d(in_channels, out_channels, output_padding=output_padding, **kw))
     return nn.Sequential(conv, norm_layer(norm, out_channels), _ACTIVATIONS[activation]())
 
-# %% ../nbs/02_model.ipynb #a68bb351
-class CNNAutoencoder(nn.Module):
-    "Conv autoencoder: strided conv encoder, linear bottleneck, mirrored transposed-conv decoder."
-    def __init__(self,
-                 in_channels:int=1,               # channels of one sample (C)
-                 # (height, width) of one sample, or one number for square inputs
-                 input_size:Stride=(32, 32),
-                 embedding_dim:int=8,             # size of the latent code
-                 channels:Sequence[int]=(16, 32), # output channels of each encoder stage
-                 # stride of each stage: a number or a (height, width) pair
-                 strides:Sequence[Stride]=(2, 2),
-                 kernel_size:int=3,               # square convolution kernel size
-                 norm:str='batch',                # 'batch' | 'group' | 'none'
-                 activation:str='relu',           # 'relu' | 'gelu' | 'silu' | 'leaky_relu'
-                 output_activation:str='sigmoid', # 'sigmoid' | 'tanh' | 'none'
-                 # a full-resolution stage and 3x3 conv after the decoder
-                 # (False: ~2x faster on large inputs)
-                 head:bool=True,
-                ):
-        super().__init__()
-        strides_hw = _check_args(in_channels, embedding_dim, channels, strides, kernel_size, norm,
-                                 activation, output_activation)
-        self.input_shape = (in_channels, *as_pair(input_size, 'input_size'))
-        self.embedding_dim = embedding_dim
-        self.sizes = stage_shapes(self.input_shape[1:], strides_hw, kernel_size)
-        self.hparams = dict(
-            in_channels=in_channels, input_size=list(self.input_shape[1:]),
-            embedding_dim=embedding_dim, channels=list(channels),
-            strides=[[int(v) for v in s] if isinstance(s, (list, tuple)) else int(s)
-                     for s in strides],
-            kernel_size=kernel_size, norm=norm, activation=activation,
-            output_activation=output_activation, head=bool(head))
-        _build(self, strides_hw)
-
 # %% ../nbs/02_model.ipynb #d0566773
 def _check_args(in_channels, embedding_dim, channels, strides, kernel_size, norm, activation,
                 output_activation):
@@ -196,6 +162,40 @@ def _build(model:CNNAutoencoder, strides_hw:list[tuple[int, int]]):
     out = _OUTPUT_ACTIVATIONS[hp['output_activation']]()
     model.head = (nn.Sequential(nn.Conv2d(chans[0], hp['in_channels'], k, padding=k // 2), out)
                   if hp['head'] else nn.Sequential(out))
+
+# %% ../nbs/02_model.ipynb #a68bb351
+class CNNAutoencoder(nn.Module):
+    "Conv autoencoder: strided conv encoder, linear bottleneck, mirrored transposed-conv decoder."
+    def __init__(self,
+                 in_channels:int=1,               # channels of one sample (C)
+                 # (height, width) of one sample, or one number for square inputs
+                 input_size:Stride=(32, 32),
+                 embedding_dim:int=8,             # size of the latent code
+                 channels:Sequence[int]=(16, 32), # output channels of each encoder stage
+                 # stride of each stage: a number or a (height, width) pair
+                 strides:Sequence[Stride]=(2, 2),
+                 kernel_size:int=3,               # square convolution kernel size
+                 norm:str='batch',                # 'batch' | 'group' | 'none'
+                 activation:str='relu',           # 'relu' | 'gelu' | 'silu' | 'leaky_relu'
+                 output_activation:str='sigmoid', # 'sigmoid' | 'tanh' | 'none'
+                 # a full-resolution stage and 3x3 conv after the decoder
+                 # (False: ~2x faster on large inputs)
+                 head:bool=True,
+                ):
+        super().__init__()
+        strides_hw = _check_args(in_channels, embedding_dim, channels, strides, kernel_size, norm,
+                                 activation, output_activation)
+        self.input_shape = (in_channels, *as_pair(input_size, 'input_size'))
+        self.embedding_dim = embedding_dim
+        self.sizes = stage_shapes(self.input_shape[1:], strides_hw, kernel_size)
+        self.hparams = dict(
+            in_channels=in_channels, input_size=list(self.input_shape[1:]),
+            embedding_dim=embedding_dim, channels=list(channels),
+            strides=[[int(v) for v in s] if isinstance(s, (list, tuple)) else int(s)
+                     for s in strides],
+            kernel_size=kernel_size, norm=norm, activation=activation,
+            output_activation=output_activation, head=bool(head))
+        _build(self, strides_hw)
 
 # %% ../nbs/02_model.ipynb #146f6b32
 def _check_input(model:CNNAutoencoder, x:Tensor):
