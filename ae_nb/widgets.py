@@ -30,9 +30,12 @@ def _ipywidgets():
 
 # %% ../nbs/05_widgets.ipynb #b3e85a40
 def _image():
-    "An empty PNG `Image` widget shown at its natural size (not stretched to the width of its box)."
+    "A PNG `Image` widget at its natural size, hidden while it has no picture (not a broken icon)."
     W = _ipywidgets()
-    return W.Image(format='png', layout=W.Layout(align_self='flex-start'))
+    image = W.Image(format='png', layout=W.Layout(align_self='flex-start', display='none'))
+    def show_if_drawn(change): image.layout.display = None if change['new'] else 'none'
+    image.observe(show_if_drawn, names='value')
+    return image
 
 # %% ../nbs/05_widgets.ipynb #c81f3e07
 class _Displays:
@@ -243,7 +246,7 @@ def revalidate(self:ConfigEditor,
     raw, bad = self._raw()
     shown = {k: list(v) for k, v in bad.items()}
     self.problems = [f"{k}: {m}" for k, v in bad.items() for m in v]
-    try: config = validate_configuration(raw)
+    try: config = validate_configuration(raw, runnable=True)
     except ConfigError as e:
         self.problems += e.problems
         sections = [k for k in self.error_labels if k not in self.fields]
@@ -388,25 +391,6 @@ def _png(tiles:list[list[np.ndarray]], # rows of (H, W, 3) uint8 pictures of equ
     image.save(buffer, format='png')
     return buffer.getvalue()
 
-# %% ../nbs/05_widgets.ipynb #d886ac70
-class TrainingMonitor(_Displays):
-    "Live loss curves, learning rate and latest reconstructions of a run, redrawn at bounded cost."
-    def __init__(self, min_interval:float=1.0, # seconds between redraws at least
-                 max_overhead:float=0.02,      # largest share of wall time spent drawing
-                 n_images:int=8,               # reconstructions shown
-                 figsize:tuple=(8.0, 2.6),     # size of the curves figure in inches
-                ):
-        W = _ipywidgets()
-        self.min_interval, self.max_overhead = min_interval, max_overhead
-        self.n_images, self.figsize = n_images, figsize
-        self.status = W.HTML()
-        self.curves, self.images = _image(), _image()
-        self.widget = W.VBox([self.status, self.curves, self.images])
-        self.history, self.inputs, self.outputs = {}, None, None
-        self.n_updates = self.n_renders = 0
-        self.render_seconds = self.last_render_seconds = 0.0
-        self._next_render, self._pending, self._figure = 0.0, False, None
-
 # %% ../nbs/05_widgets.ipynb #9ce38312
 def _last(history:dict, # lists of values by name, as in `TrainerAE.history`
           key:str,      # the list to read
@@ -427,6 +411,25 @@ def _status_line(history:dict, # lists of values by name, as in `TrainerAE.histo
     val = [v for v in history.get('val_loss') or [] if v is not None and np.isfinite(v)]
     if val: parts.append(f"best val <b>{min(val):.4g}</b>")
     return ' &middot; '.join(parts) or 'waiting for the first epoch'
+
+# %% ../nbs/05_widgets.ipynb #d886ac70
+class TrainingMonitor(_Displays):
+    "Live loss curves, learning rate and latest reconstructions of a run, redrawn at bounded cost."
+    def __init__(self, min_interval:float=1.0, # seconds between redraws at least
+                 max_overhead:float=0.02,      # largest share of wall time spent drawing
+                 n_images:int=8,               # reconstructions shown
+                 figsize:tuple=(8.0, 2.6),     # size of the curves figure in inches
+                ):
+        W = _ipywidgets()
+        self.min_interval, self.max_overhead = min_interval, max_overhead
+        self.n_images, self.figsize = n_images, figsize
+        self.status = W.HTML(_status_line({}))
+        self.curves, self.images = _image(), _image()
+        self.widget = W.VBox([self.status, self.curves, self.images])
+        self.history, self.inputs, self.outputs = {}, None, None
+        self.n_updates = self.n_renders = 0
+        self.render_seconds = self.last_render_seconds = 0.0
+        self._next_render, self._pending, self._figure = 0.0, False, None
 
 # %% ../nbs/05_widgets.ipynb #6bfe06ae
 @patch
@@ -619,20 +622,18 @@ def _build_widgets(self:ReconstructionExplorer,
         sort_by_error, description='worst first',
         tooltip='order the samples by reconstruction error, largest first')
     self.info, self.sample_image, self.latent_image = W.HTML(), _image(), _image()
-    self.jump = W.BoundedIntText(0, min=0, max=len(self.x) - 1, description='index',
-                                 style={'description_width': '40px'},
-                                 layout=W.Layout(width='140px'),
-                                 tooltip='show the sample with this index')
+    self.jump = W.IntText(0, description='index', style={'description_width': '40px'},
+                          layout=W.Layout(width='140px'), tooltip='show the sample with this index')
     self.slider.observe(lambda _: self._draw(), names='value')
     self.sort_by_error.observe(self._reorder, names='value')
-    self.jump.observe(lambda change: self.show(change['new']), names='value')
+    self.jump.observe(self._jumped, names='value')
     header = W.HTML("<span style='color:#666'>"
                     "input &nbsp;|&nbsp; reconstruction &nbsp;|&nbsp; squared error</span>")
     left = W.VBox([W.HBox([self.slider, self.sort_by_error, self.jump]), self.info, header,
                    self.sample_image])
     self.widget = W.HBox([left, self.latent_image] if self.projection is not None else [left])
-    self._figure = None
-    self._reorder()
+    self._figure, self._shown, self._note = None, None, ''
+    self._draw()
 
 # %% ../nbs/05_widgets.ipynb #2b6f9d4e
 @patch(as_prop=True)
@@ -649,11 +650,14 @@ def index(self:ReconstructionExplorer)->int:
 # %% ../nbs/05_widgets.ipynb #7c4e2b9a
 @patch
 def _reorder(self:ReconstructionExplorer,
-             change=None, # the toggle's change (unused)
+             change:dict, # the toggle's change
             ):
-    "Start the slider at the first sample of the (new) order."
-    if self.slider.value == 0: self._draw()
-    else: self.slider.value = 0
+    "Keep the sample on screen, at its position in the new order, and say in the caption where."
+    i = self._shown
+    position = int(np.flatnonzero(self.order == i)[0])
+    order = 'worst first' if change['new'] else 'in their own order'
+    self._note = f"sample {i} is at position {position} of {len(self.x)}, {order}"
+    self.show(i)
 
 # %% ../nbs/05_widgets.ipynb #9f3a7c5e
 @patch
@@ -661,7 +665,26 @@ def show(self:ReconstructionExplorer,
          index:int, # an index into `x`
         ):
     "Show sample `index` (an index into `x`), wherever it is in the current order."
-    self.slider.value = int(np.flatnonzero(self.order == index)[0])
+    if not 0 <= index < len(self.x):
+        raise ValueError(f"index {index} is not a sample: x has {len(self.x)} samples, "
+                         f"indices 0 to {len(self.x) - 1}")
+    position = int(np.flatnonzero(self.order == index)[0])
+    if self.slider.value == position: self._draw()
+    else: self.slider.value = position
+
+# %% ../nbs/05_widgets.ipynb #9737c693
+@patch
+def _jumped(self:ReconstructionExplorer,
+            change:dict, # the index box's change
+           ):
+    "Show the sample typed in the index box; one outside the samples is named, the nearest shown."
+    typed, last = change['new'], len(self.x) - 1
+    if typed == self._shown: return
+    shown = min(max(typed, 0), last)
+    if shown != typed:
+        where = f"past the last sample ({last})" if typed > last else "before the first sample (0)"
+        self._note = f"index {typed} is {where}; showing {shown}"
+    self.show(shown)
 
 # %% ../nbs/05_widgets.ipynb #3d8b1f6c
 @patch
@@ -679,7 +702,7 @@ def neighbours(self:ReconstructionExplorer,
 @patch
 def _draw(self:ReconstructionExplorer):
     "Show the current sample: caption, input | reconstruction | error map, spot in the latent view."
-    i = self.index
+    i = self._shown = self.index
     x, y = _numpy(self.x[i:i + 1])[0], self.outputs[i]
     low, high = min(x.min(), y.min()), max(x.max(), y.max())
     tiles = [_rgb(x, low, high), _rgb(y, low, high), _heat(((x - y) ** 2).mean(0))]
@@ -690,11 +713,13 @@ def _draw(self:ReconstructionExplorer):
     source = ('' if self._source is None else " &middot; from <code>{}</code> [{}]".format(
         *map(html.escape, map(str, self._source(i)))))
     near = ', '.join(map(str, self.neighbours(i)))
-    self.info.value = (f"sample <b>{i}</b>{label} &middot; error <b>{self.errors[i]:.4g}</b> "
+    note = (f"<span style='color:#a15c00'>{html.escape(self._note)}</span><br>"
+            if self._note else '')
+    self.info.value = (f"{note}sample <b>{i}</b>{label} &middot; error <b>{self.errors[i]:.4g}</b> "
                        f"(rank {rank} of {len(self.errors)}, 1 = worst){source}"
                        + (f"<br><span style='color:#666'>nearest in latent space: {near}</span>"
                           if near else ''))
-    self.jump.value = i
+    self._note, self.jump.value = '', i
     if self.projection is not None: self.latent_image.value = self._draw_latent(i)
 
 # %% ../nbs/05_widgets.ipynb #5a0c8e3b

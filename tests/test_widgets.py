@@ -1,5 +1,5 @@
 "Notebook widgets driven without a browser: set values, click buttons, feed training history."
-import re, shlex, subprocess, sys, time
+import os, re, shlex, subprocess, sys, time
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +8,7 @@ import torch
 
 import ae_nb
 from ae_nb.config import AEConfig, ConfigError, apply_config_overrides, load_config, schema_keys, validate_configuration
+from ae_nb.config import THREADS_PER_CORE
 from ae_nb.data import ArrayDataset, synthetic_images
 from ae_nb.model import tiny_autoencoder
 from ae_nb.widgets import ConfigEditor, ReconstructionExplorer, TrainingMonitor, field_kind, reconstruct
@@ -95,6 +96,26 @@ def test_editor_buttons(tmp_path):
     assert calls == [editor.config] and editor.result == 'done'
 
 
+def test_editor_shows_what_stops_the_config_running_here():
+    editor = ConfigEditor()
+    threads = THREADS_PER_CORE * os.cpu_count() + 1          # the schema alone accepts up to 4096
+    editor.fields['resources.threads'].value = str(threads)
+    assert not editor.valid and editor.train_button.disabled
+    assert any(p.startswith('resources.threads:') for p in editor.problems)
+    assert f'{threads} threads on a machine with' in editor.error_labels['resources.threads'].value
+    editor.fields['resources.threads'].value = ''
+    assert editor.valid
+
+    editor.fields['data.source'].value = 'synthetic'                  # 8x8 samples, a 15x15 kernel
+    editor.fields['data.synthetic.height'].value = 8
+    editor.fields['data.synthetic.width'].value = 8
+    editor.fields['model.kernel_size'].value = 15
+    assert not editor.valid
+    assert '15 is too large for 8x8 samples' in editor.error_labels['model.kernel_size'].value
+    editor.fields['model.kernel_size'].value = 3
+    assert editor.valid and editor.config.model.kernel_size == 3
+
+
 def test_editor_from_file_and_bad_start(tmp_path):
     path = tmp_path/'c.yaml'
     path.write_text("training:\n  epochs: 7\n")
@@ -142,6 +163,55 @@ def test_monitor_without_validation_or_images():
     assert monitor.images.value == b''
 
 
+def test_monitor_shows_no_empty_pictures_before_the_first_epoch():
+    monitor = TrainingMonitor(min_interval=0)
+    assert 'waiting for the first epoch' in monitor.status.value
+    # an Image widget without a value is drawn as a broken-image icon: hidden until it has a picture
+    assert (monitor.curves.layout.display, monitor.images.layout.display) == ('none', 'none')
+    monitor.update({'epoch': [1], 'train_loss': [0.5]}, force=True)  # curves, but no images yet
+    assert monitor.curves.value[:4] == b'\x89PNG' and monitor.curves.layout.display != 'none'
+    assert monitor.images.layout.display == 'none'
+    monitor.update(HISTORY, torch.zeros(2, 1, 8, 8), torch.zeros(2, 1, 8, 8), force=True)
+    assert monitor.images.value[:4] == b'\x89PNG' and monitor.images.layout.display != 'none'
+
+
+def test_explorer_says_when_a_typed_index_is_out_of_range():
+    x = synthetic_images(10, height=8, width=8, seed=2)
+    explorer = ReconstructionExplorer(tiny_autoencoder((1, 8, 8)), x)
+    # a bounded box is clamped by the browser before Python sees it, so it could never say so
+    assert getattr(explorer.jump, 'max', None) is None
+    explorer.jump.value = 99999
+    assert explorer.index == 9 and explorer.jump.value == 9
+    assert 'index 99999 is past the last sample (9); showing 9' in explorer.info.value
+    explorer.jump.value = 12345                                  # the last one is on screen already
+    assert explorer.index == 9 and 'index 12345 is past the last sample (9)' in explorer.info.value
+    explorer.jump.value = 4
+    assert explorer.index == 4 and 'past the last' not in explorer.info.value
+    explorer.jump.value = -3
+    assert explorer.index == 0
+    assert 'index -3 is before the first sample (0); showing 0' in explorer.info.value
+    with pytest.raises(ValueError, match='index 10 is not a sample'): explorer.show(10)
+
+
+def test_explorer_keeps_the_sample_on_screen_when_the_order_changes():
+    x = synthetic_images(30, height=8, width=8, seed=3)
+    explorer = ReconstructionExplorer(tiny_autoencoder((1, 8, 8)), x)
+    explorer.slider.value = 5
+    explorer.sort_by_error.value = True
+    position = int(np.flatnonzero(explorer.order == 5)[0])
+    assert explorer.index == 5 and explorer.slider.value == position
+    assert f'sample 5 is at position {position} of 30, worst first' in explorer.info.value
+    explorer.slider.value = 0
+    assert explorer.index == int(np.argmax(explorer.errors))
+    assert 'worst first' not in explorer.info.value
+    shown = explorer.index
+    explorer.sort_by_error.value = False
+    assert explorer.index == explorer.slider.value == shown
+    assert f'sample {shown} is at position {shown} of 30, in their own order' in explorer.info.value
+    assert ReconstructionExplorer(tiny_autoencoder((1, 8, 8)), x, sort_by_error=True).index == \
+        int(np.argmax(explorer.errors))
+
+
 def test_explorer_on_a_dataset():
     x = synthetic_images(40, height=16, width=16, seed=1)
     x[7] = 1 - x[7] ** 0.2                                               # an odd sample
@@ -153,8 +223,11 @@ def test_explorer_on_a_dataset():
     np.testing.assert_allclose(explorer.errors, ref['errors'], rtol=1e-5)
     explorer.slider.value = 12
     assert explorer.index == 12 and 'sample <b>12</b> &middot; label <b>0</b>' in explorer.info.value
-    explorer.sort_by_error.value = True
-    assert explorer.slider.value == 0 and explorer.index == int(np.argmax(explorer.errors))
+    explorer.sort_by_error.value = True                          # the same sample stays on screen
+    assert explorer.index == 12
+    assert explorer.slider.value == int(np.flatnonzero(explorer.order == 12)[0])
+    explorer.slider.value = 0
+    assert explorer.index == int(np.argmax(explorer.errors))
     assert np.all(np.diff(explorer.errors[explorer.order]) <= 0)
     assert explorer.sample_image.value[:4] == b'\x89PNG' and explorer.latent_image.value[:4] == b'\x89PNG'
     explorer.show(7)                                                     # jump by index, in sorted order too
