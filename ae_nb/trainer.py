@@ -18,34 +18,39 @@ from matplotlib.figure import Figure
 from . import __version__
 from .config import AEConfig, TrainingConfig, config_hash, config_to_dict, flatten_dict
 from .config import run_dir as config_run_dir
-from .performance import (Speedups, StepRig, apply_layout, begin_step, compile_model, fused_available,
-                               rule_speedups, tune_speedups, timings_key, timings_path, load_timings,
-                               save_timings)
+from .performance import (Speedups, StepRig, apply_layout, begin_step, compile_model,
+                               fused_available, rule_speedups, tune_speedups, timings_key,
+                               timings_path, load_timings, save_timings)
 from .runfolder import RunFolderLost, claim_run_folder, owns, set_aside_previous_run
-from .checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_NAMES, CheckpointError, CheckpointWriter,
-                              RestartError, atomic_write_bytes, best_epoch_of, checkpoint_bytes,
-                              checkpoint_digest, checkpoint_epoch, find_restart_checkpoint, get_rng_state,
-                              host_snapshot, load_checkpoint, match_state_layout, plain_data,
-                              prune_restart_checkpoints, repair_checkpoint_set, save_checkpoint_file,
-                              set_rng_state)
-from .distributed import (DIST_TIMEOUT_S, STOP_CHECK_EVERY, PeerLostError, agreed_signal,
-                               check_same_checkpoint, close_distributed, gather_rank_sums, init_distributed,
-                               is_peer_failure, own_rank_sums, rank_and_world, sync_mean, wrap_ddp)
-from .callbacks import (default_callbacks, plot_losses, plot_reconstructions, reconstruction_mosaic,
-                             run_callbacks, show_progress)
 
 # %% auto #0
 __all__ = ['STOP_SIGNALS', 'LOSSES', 'PLATEAU_PATIENCE', 'REUSED', 'TrainingError', 'TrainingInterrupted', 'TrainingAborted',
            'seed_everything', 'resolve_device', 'make_loss', 'make_optimizer', 'lr_factor', 'LRSchedule', 'train_step',
            'get_training_params', 'get_setup_training_params', 'log_hyperparameters', 'TrainerAE', 'say_in_handler']
 
+# %% ../nbs/03_trainer.ipynb #929dbd58
+from .checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_NAMES, CheckpointError,
+                              CheckpointWriter, RestartError, atomic_write_bytes, best_epoch_of,
+                              checkpoint_bytes, checkpoint_digest, checkpoint_epoch,
+                              find_restart_checkpoint, get_rng_state, host_snapshot,
+                              load_checkpoint, match_state_layout, plain_data,
+                              prune_restart_checkpoints, repair_checkpoint_set,
+                              save_checkpoint_file, set_rng_state)
+from .distributed import (DIST_TIMEOUT_S, STOP_CHECK_EVERY, PeerLostError, agreed_signal,
+                               check_same_checkpoint, close_distributed, gather_rank_sums,
+                               init_distributed, is_peer_failure, own_rank_sums, rank_and_world,
+                               sync_mean, wrap_ddp)
+from .callbacks import (default_callbacks, plot_losses, plot_reconstructions,
+                             reconstruction_mosaic, run_callbacks, show_progress)
+
 # %% ../nbs/03_trainer.ipynb #5b851a7d
 class TrainingError(RuntimeError):
     "Training cannot continue (for example the loss became NaN or infinite)."
 
+# %% ../nbs/03_trainer.ipynb #eced4442
 class TrainingInterrupted(Exception):
-    "SIGINT, SIGTERM or SIGHUP stopped training at a step boundary; the trainer's state is consistent there."
-    def __init__(self, signum:int):
+    "SIGINT, SIGTERM or SIGHUP stopped training at a step boundary, where the state is consistent."
+    def __init__(self, signum:int): # the signal that stopped training
         self.signum = int(signum)
         super().__init__(f"training interrupted by {signal.Signals(self.signum).name}")
 
@@ -55,70 +60,84 @@ class TrainingInterrupted(Exception):
         return 128 + self.signum
 
 # %% ../nbs/03_trainer.ipynb #82b934a0
-STOP_SIGNALS = tuple(getattr(signal, n) for n in ('SIGINT', 'SIGTERM', 'SIGHUP') if hasattr(signal, n))
+STOP_SIGNALS = tuple(getattr(signal, n) for n in ('SIGINT', 'SIGTERM', 'SIGHUP')
+                     if hasattr(signal, n))
 
+# %% ../nbs/03_trainer.ipynb #0e20c578
 class TrainingAborted(KeyboardInterrupt):
-    "A third stop signal abandoned training at once, possibly in the middle of a step: nothing may be saved."
-    def __init__(self, signum:int):
+    "A third stop signal abandoned training at once, maybe mid-step: nothing may be saved."
+    def __init__(self, signum:int): # the signal that came a third time
         self.signum = int(signum)
         super().__init__(f"training aborted by a third {signal.Signals(self.signum).name}")
 
 # %% ../nbs/03_trainer.ipynb #715f42d1
 def seed_everything(seed:int,                 # seed for python, numpy and torch (CPU and every GPU)
-                    deterministic:bool=False, # use only deterministic kernels (bitwise-repeatable runs)
+                    deterministic:bool=False, # only deterministic kernels (bitwise-repeatable runs)
                    )->None:
     "Seed every random number generator and optionally force deterministic kernels."
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)  # seeds every CUDA device too
-    if deterministic: os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')  # cuBLAS needs it
-    if deterministic or torch.are_deterministic_algorithms_enabled():   # ~1 s on first use: skip if off
+    # cuBLAS needs it for deterministic kernels
+    if deterministic: os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
+    # the switch costs ~1 s on first use: skip it when it is off and stays off
+    if deterministic or torch.are_deterministic_algorithms_enabled():
         torch.use_deterministic_algorithms(deterministic)
     torch.backends.cudnn.deterministic = deterministic
     if deterministic: torch.backends.cudnn.benchmark = False
 
 # %% ../nbs/03_trainer.ipynb #0b40988f
-def _cuda_index(name:str, index:str|None)->int:
+def _cuda_index(name:str,       # the device asked for, for messages
+                index:str|None, # the `N` of `cuda:N`, None for plain `cuda`
+               )->int:
     "The CUDA device `cuda[:index]` names: the given index, else this process's `LOCAL_RANK`."
     if not torch.cuda.is_available():
-        raise ValueError(f"resources.device: {name!r} requested but CUDA is not available (use 'auto' or 'cpu')")
-    i = int(index if index is not None else os.environ.get('LOCAL_RANK', torch.cuda.current_device()))
+        raise ValueError(f"resources.device: {name!r} requested but CUDA is not available "
+                         "(use 'auto' or 'cpu')")
+    i = int(index if index is not None
+            else os.environ.get('LOCAL_RANK', torch.cuda.current_device()))
     if i >= torch.cuda.device_count():
-        raise ValueError(f"resources.device: {name!r} requested but only {torch.cuda.device_count()} "
-                         "CUDA device(s) exist")
+        raise ValueError(f"resources.device: {name!r} requested but only "
+                         f"{torch.cuda.device_count()} CUDA device(s) exist")
     return i
 
+# %% ../nbs/03_trainer.ipynb #748f4212
 def resolve_device(name:str='auto', # `auto`, `cpu`, `cuda`, `cuda:N` or `mps`
                   )->torch.device:
-    "The torch device for `name`; an unavailable device is a `ValueError` that says what is available."
+    "The torch device for `name`; an unavailable one is a `ValueError` that says what is available."
     has_mps = getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available()
     if name == 'auto': name = 'cuda' if torch.cuda.is_available() else 'mps' if has_mps else 'cpu'
     if name == 'cpu': return torch.device('cpu')
     if name == 'mps':
         if has_mps: return torch.device('mps')
-        raise ValueError("resources.device: 'mps' requested but MPS is not available (use 'auto' or 'cpu')")
+        raise ValueError("resources.device: 'mps' requested but MPS is not available "
+                         "(use 'auto' or 'cpu')")
     m = re.fullmatch(r'cuda(?::(\d+))?', name)
-    if not m: raise ValueError(f"resources.device: expected auto, cpu, cuda, cuda:N or mps, got {name!r}")
+    if not m:
+        raise ValueError(f"resources.device: expected auto, cpu, cuda, cuda:N or mps, got {name!r}")
     return torch.device('cuda', _cuda_index(name, m.group(1)))
 
 # %% ../nbs/03_trainer.ipynb #16729a04
 LOSSES = {'mse': F.mse_loss, 'l1': F.l1_loss, 'huber': F.huber_loss, 'bce': F.binary_cross_entropy}
-PLATEAU_PATIENCE = 3  # epochs without improvement before `plateau` multiplies the rate by `gamma`
 
-def make_loss(name:str)->Callable:
+def make_loss(name:str, # `training.loss`: mse, l1, huber or bce
+             )->Callable:
     "The reconstruction loss function called `name` (mse, l1, huber or bce)."
-    if name not in LOSSES: raise ValueError(f"training.loss: expected one of {sorted(LOSSES)}, got {name!r}")
+    if name not in LOSSES:
+        raise ValueError(f"training.loss: expected one of {sorted(LOSSES)}, got {name!r}")
     return LOSSES[name]
 
 # %% ../nbs/03_trainer.ipynb #442786bb
-def make_optimizer(model:nn.Module,         # parameters to optimise (the trainable ones)
-                   training:TrainingConfig, # `optimizer`, `learning_rate`, `weight_decay`, `momentum`
-                   fused:bool=False,        # the one-kernel implementation (`performance.fused_optimizer`)
-                  )->torch.optim.Optimizer:
+def make_optimizer(
+    model:nn.Module,         # parameters to optimise (the trainable ones)
+    training:TrainingConfig, # `optimizer`, `learning_rate`, `weight_decay`, `momentum`
+    fused:bool=False,        # the one-kernel implementation (`performance.fused_optimizer`)
+)->torch.optim.Optimizer:
     "The optimizer of `training.optimizer` over `model`'s trainable parameters."
     params = [p for p in model.parameters() if p.requires_grad]
     lr, wd, kind = training.learning_rate, training.weight_decay, {'fused': True} if fused else {}
-    if training.optimizer == 'adamw': return torch.optim.AdamW(params, lr=lr, weight_decay=wd, **kind)
+    if training.optimizer == 'adamw':
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd, **kind)
     if training.optimizer == 'adam': return torch.optim.Adam(params, lr=lr, weight_decay=wd, **kind)
     if training.optimizer == 'sgd':
         return torch.optim.SGD(params, lr=lr, momentum=training.momentum, weight_decay=wd, **kind)
@@ -142,42 +161,56 @@ def lr_factor(kind:str,              # cosine, onecycle, step, plateau or none
         if t < up: return 1 / 25 + (1 - 1 / 25) * t / up
         return 1e-4 + (1 - 1e-4) * 0.5 * (1 + math.cos(math.pi * (t - up) / max(total - up, 1)))
     if kind in ('plateau', 'none'): return 1.0
-    raise ValueError(f"training.scheduler: expected cosine, onecycle, step, plateau or none, got {kind!r}")
+    raise ValueError("training.scheduler: expected cosine, onecycle, step, plateau or none, "
+                     f"got {kind!r}")
+
+# %% ../nbs/03_trainer.ipynb #81af72b0
+PLATEAU_PATIENCE = 3  # epochs without improvement before `plateau` multiplies the rate by `gamma`
 
 # %% ../nbs/03_trainer.ipynb #53d64a1e
 class LRSchedule:
     "Sets the optimizer's learning rate at the start of each epoch; restorable from a plain dict."
-    def __init__(self, optimizer:torch.optim.Optimizer, # optimizer whose rate is set
-                 training:TrainingConfig,   # `scheduler`, `epochs`, `warmup_epochs`, `step_size`, `gamma`
-                 patience:int=PLATEAU_PATIENCE, # `plateau`: bad epochs before a reduction
-                ):
+    def __init__(self,
+        optimizer:torch.optim.Optimizer, # optimizer whose rate is set
+        training:TrainingConfig, # `scheduler`, `epochs`, `warmup_epochs`, `step_size`, `gamma`
+        patience:int=PLATEAU_PATIENCE, # `plateau`: bad epochs before a reduction
+    ):
         self.optimizer, self.training, self.patience = optimizer, training, patience
         self.peak_lrs = [training.learning_rate for _ in optimizer.param_groups]
         self.scale, self.best, self.bad_epochs = 1.0, math.inf, 0
 
-    def start_epoch(self, epoch:int)->float:
-        "Set and return the learning rate of `epoch`."
-        t = self.training
-        f = lr_factor(t.scheduler, epoch, t.epochs, t.warmup_epochs, t.step_size, t.gamma) * self.scale
-        for group, peak in zip(self.optimizer.param_groups, self.peak_lrs): group['lr'] = peak * f
-        return self.optimizer.param_groups[0]['lr']
+# %% ../nbs/03_trainer.ipynb #e3130e98
+@patch
+def start_epoch(self:LRSchedule, epoch:int, # 0-based epoch about to start
+               )->float:                    # the learning rate set
+    "Set and return the learning rate of `epoch`."
+    t = self.training
+    f = lr_factor(t.scheduler, epoch, t.epochs, t.warmup_epochs, t.step_size, t.gamma) * self.scale
+    for group, peak in zip(self.optimizer.param_groups, self.peak_lrs): group['lr'] = peak * f
+    return self.optimizer.param_groups[0]['lr']
 
 # %% ../nbs/03_trainer.ipynb #5785c2ba
 @patch
-def end_epoch(self:LRSchedule, epoch:int, metric:float):
+def end_epoch(self:LRSchedule, epoch:int, # the epoch that just ended
+              metric:float,               # its validation loss
+             ):
     "Let `plateau` react to the finished `epoch`'s validation `metric`."
     if self.training.scheduler != 'plateau' or epoch < self.training.warmup_epochs: return
     if metric < self.best * (1 - 1e-4): self.best, self.bad_epochs = metric, 0
     else: self.bad_epochs += 1
-    if self.bad_epochs > self.patience: self.scale, self.bad_epochs = self.scale * self.training.gamma, 0
+    if self.bad_epochs > self.patience:
+        self.scale, self.bad_epochs = self.scale * self.training.gamma, 0
 
+# %% ../nbs/03_trainer.ipynb #bccc1c4e
 @patch
 def state_dict(self:LRSchedule)->dict:
     "The schedule's state: three numbers."
     return {'scale': self.scale, 'best': self.best, 'bad_epochs': self.bad_epochs}
 
+# %% ../nbs/03_trainer.ipynb #c9edb6d7
 @patch
-def load_state_dict(self:LRSchedule, state:dict):
+def load_state_dict(self:LRSchedule, state:dict, # a `state_dict`
+                   ):
     "Continue from a `state_dict`."
     self.scale, self.best, self.bad_epochs = state['scale'], state['best'], state['bad_epochs']
 
@@ -204,17 +237,21 @@ def train_step(model:nn.Module,     # autoencoder being trained (in train mode)
     return loss.detach()
 
 # %% ../nbs/03_trainer.ipynb #6516f6a8
-def get_training_params(config:AEConfig)->dict:
+def get_training_params(config:AEConfig, # the run's configuration
+                       )->dict:
     "The optimisation settings of `config` as one flat dict."
     t, e = config.training, config.experiment
     return dict(epochs=t.epochs, batch_size=config.data.batch_size, learning_rate=t.learning_rate,
                 weight_decay=t.weight_decay, optimizer=t.optimizer, momentum=t.momentum,
-                scheduler=t.scheduler, warmup_epochs=t.warmup_epochs, step_size=t.step_size, gamma=t.gamma,
-                loss=t.loss, grad_clip=t.grad_clip, early_stopping_patience=t.early_stopping_patience,
-                amp=t.amp, compile=config.resources.performance.compile, device=config.resources.device,
+                scheduler=t.scheduler, warmup_epochs=t.warmup_epochs, step_size=t.step_size,
+                gamma=t.gamma, loss=t.loss, grad_clip=t.grad_clip,
+                early_stopping_patience=t.early_stopping_patience, amp=t.amp,
+                compile=config.resources.performance.compile, device=config.resources.device,
                 seed=e.seed, deterministic=e.deterministic)
 
-def get_setup_training_params(config:AEConfig)->dict:
+# %% ../nbs/03_trainer.ipynb #51b52edd
+def get_setup_training_params(config:AEConfig, # the run's configuration
+                             )->dict:
     "Where and how often the run checkpoints, plots and logs, as one flat dict."
     t = config.training
     return dict(run_dir=str(config_run_dir(config)), save_every=t.checkpoint.save_every,
@@ -234,17 +271,19 @@ def log_hyperparameters(config:AEConfig,    # the run's configuration
 
 # %% ../nbs/03_trainer.ipynb #9c0441ef
 class TrainerAE:
-    "Train `model` on `train_loader`, validate on `val_loader`, checkpoint into `run_dir`, resume exactly."
-    def __init__(self, model:nn.Module,        # the autoencoder (its `hparams` go into checkpoints)
-                 config:AEConfig,               # resolved configuration
-                 train_loader,                  # training batches (`iter_epoch(epoch, start)` for exact resume)
-                 val_loader,                    # validation batches (not shuffled); None: select on training loss
-                 norm:dict|None=None,           # raw-to-model transform of the data, stored in checkpoints
-                 data_fingerprint:str|None=None, # identity of the data; a restart on other data is refused
-                 run_dir:str|Path|None=None,    # run folder (default: `experiment.results_dir/name`)
-                 log:Callable|None=None,        # where messages go (default: print)
-                ):
-        self.model, self.config, self.train_loader, self.val_loader = model, config, train_loader, val_loader
+    "Train on `train_loader`, validate on `val_loader`, checkpoint into `run_dir`, resume exactly."
+    def __init__(self,
+        model:nn.Module,                # the autoencoder (its `hparams` go into checkpoints)
+        config:AEConfig,                # resolved configuration
+        train_loader,                   # training batches (with `iter_epoch`: exact resume)
+        val_loader,                     # validation batches, unshuffled (None: use training loss)
+        norm:dict|None=None,            # raw-to-model transform of the data, stored in checkpoints
+        data_fingerprint:str|None=None, # identity of the data; a restart on other data is refused
+        run_dir:str|Path|None=None,     # run folder (default: `experiment.results_dir/name`)
+        log:Callable|None=None,         # where messages go (default: print)
+    ):
+        self.model, self.config = model, config
+        self.train_loader, self.val_loader = train_loader, val_loader
         self.norm, self.data_fingerprint = norm, data_fingerprint
         self.rank, self.world_size = rank_and_world()
         self.is_main = self.rank == 0
@@ -257,8 +296,10 @@ class TrainerAE:
         self.forward_model = self.eval_model = model
         self.optimizer = self.scheduler = self.scaler = self.wandb_run_id = None
         self._stop_signal, self._signal_count, self._saved_handlers = None, 0, {}
-        self.callbacks = default_callbacks()   # watchers; append `fn(trainer, event)` or `Callback`s
-        self._writer = CheckpointWriter(background=self.device.type != 'cpu')  # background beside a GPU
+        # watchers: append plain functions `fn(trainer, event)` or `Callback`s
+        self.callbacks = default_callbacks()
+        # checkpoints are written in the background beside a GPU, inline on the CPU
+        self._writer = CheckpointWriter(background=self.device.type != 'cpu')
         self._reset_state()
 
 # %% ../nbs/03_trainer.ipynb #e9b7a2f2
@@ -266,19 +307,25 @@ class TrainerAE:
 def _reset_state(self:TrainerAE):
     "Position, metrics and history of a fresh run."
     self.epoch = self.step_in_epoch = self.global_step = 0
-    self.best_val, self.epochs_since_best, self.early_stopped, self._nonfinite = math.inf, 0, False, False
+    self.best_val, self.epochs_since_best = math.inf, 0
+    self.early_stopped, self._nonfinite = False, False
     self.best_epoch = 0     # the epoch whose state best.pth holds
-    self.mid_step = False   # from an optimizer step (or a load) until the position agrees with the weights
+    # from an optimizer step (or a load) until the position agrees with the weights
+    self.mid_step = False
     self.history = {'epoch': [], 'train_loss': [], 'val_loss': [], 'lr': [], 'time': []}
     self._loss_sum, self._n_seen, self._epoch_time, self._rank_sums = None, 0, 0.0, None
     self.resumed_from, self._emergency_resumed = None, False  # checkpoint this run continued from
 
+# %% ../nbs/03_trainer.ipynb #5b854a3e
 @patch(as_prop=True)
-def _has_val(self:TrainerAE)->bool: return self.val_loader is not None and len(self.val_loader) > 0
+def _has_val(self:TrainerAE)->bool:
+    "Whether there is a validation loader with batches in it."
+    return self.val_loader is not None and len(self.val_loader) > 0
 
+# %% ../nbs/03_trainer.ipynb #428db1b8
 @patch(as_prop=True)
 def position(self:TrainerAE)->tuple[int, int, int]:
-    "(epoch, step_in_epoch, global_step): epochs completed, steps done in the current one, steps in total."
+    "(epoch, step_in_epoch, global_step): epochs done, steps done in the current one, steps in all."
     return self.epoch, self.step_in_epoch, self.global_step
 
 # %% ../nbs/03_trainer.ipynb #25ba22d7
@@ -293,11 +340,15 @@ def _epoch_batches(loader, epoch:int, start:int=0):
 
 # %% ../nbs/03_trainer.ipynb #8fce002e
 def _data_bytes(*loaders)->int:
-    "Bytes the arrays behind `loaders` would take as float32 on a device (0 for loaders without arrays)."
-    return sum(4 * int(np.prod(l.x.shape)) for l in loaders if l is not None and hasattr(l, 'to_device'))
+    "Bytes of the arrays behind `loaders` as float32 on a device (0 for loaders without arrays)."
+    return sum(4 * int(np.prod(l.x.shape)) for l in loaders
+               if l is not None and hasattr(l, 'to_device'))
 
-REUSED = ('amp', 'channels_last', 'fused_optimizer', 'compile')  # settings a restart takes from its checkpoint
+# %% ../nbs/03_trainer.ipynb #318bbf75
+# the settings a restart takes from its checkpoint
+REUSED = ('amp', 'channels_last', 'fused_optimizer', 'compile')
 
+# %% ../nbs/03_trainer.ipynb #8773eedc
 @patch
 def _rule_speedups(self:TrainerAE)->Speedups:
     "The speed settings the config and fixed rules give, before anything is timed."
@@ -305,12 +356,14 @@ def _rule_speedups(self:TrainerAE)->Speedups:
 
 # %% ../nbs/03_trainer.ipynb #60ab0383
 @patch
-def _decide_speedups(self:TrainerAE, saved:dict|None=None, # `performance` of the checkpoint resumed
+def _decide_speedups(self:TrainerAE,
+                     saved:dict|None=None, # `performance` of the checkpoint resumed
                     )->Speedups:
-    "The run's speed settings: the checkpoint's where it has them and the config says `auto`, else timed."
+    "Speed settings: the checkpoint's where the config says `auto` (same device), else timed."
     if saved and saved.get('device_type') == self.device.type:
         s = self._rule_speedups()
-        fused_ok = fused_available(self.device.type, self.config.training.optimizer)   # may be missing
+        # a fused kernel may be missing on this machine
+        fused_ok = fused_available(self.device.type, self.config.training.optimizer)
         for name in REUSED:
             if s.how[name] == 'rule' and (name != 'fused_optimizer' or fused_ok):
                 setattr(s, name, saved['settings'][name]); s.how[name] = 'checkpoint'
@@ -326,7 +379,7 @@ def _decide_speedups(self:TrainerAE, saved:dict|None=None, # `performance` of th
 # %% ../nbs/03_trainer.ipynb #533a980c
 @patch
 def _tune_speedups(self:TrainerAE)->Speedups:
-    "Time the `auto` settings on a real batch of this run (restoring every random state), or reuse timings."
+    "Time the `auto` settings on a real batch (every random state restored), or reuse timings."
     t, rng = self.config.training, get_rng_state()
     batch = next(iter(_epoch_batches(self.train_loader, 0))).to(self.device)
     set_rng_state(rng)
@@ -334,12 +387,14 @@ def _tune_speedups(self:TrainerAE)->Speedups:
     key = timings_key(self.config, model, tuple(batch.shape), self.device, self.world_size)
     path, self._rig = timings_path(self.config, key), None
     known = load_timings(path, key)
-    step = lambda model, b, opt, amp_dtype: train_step(model, b, opt, self.loss_fn, None, amp_dtype, t.grad_clip)
+    step = lambda model, b, opt, amp_dtype: train_step(model, b, opt, self.loss_fn, None, amp_dtype,
+                                                       t.grad_clip)
     rig = StepRig(self.model, batch, lambda m, fused: make_optimizer(m, t, fused), step)
     s = tune_speedups(self.config, rig, (t.epochs - self.epoch) * len(self.train_loader),
                       _data_bytes(self.train_loader, self.val_loader), known, self.log)
     if s.timings_ms != known and self.is_main: save_timings(path, key, s.timings_ms)
-    if self.world_size == 1: self._rig = rig   # its compiled model, if it compiled the winner, is reused
+    # its compiled model, if it compiled the winner, is reused by `setup_training`
+    if self.world_size == 1: self._rig = rig
     return s
 
 # %% ../nbs/03_trainer.ipynb #4d03f32e
@@ -353,8 +408,10 @@ def _check_setup(self:TrainerAE):
     if len(self.train_loader) == 0:
         raise ValueError("the training loader yields no batches (is the train split empty?)")
 
+# %% ../nbs/03_trainer.ipynb #5d021446
 @patch
-def _apply_speedups(self:TrainerAE, s:Speedups):
+def _apply_speedups(self:TrainerAE, s:Speedups, # the settings decided
+                   ):
     "Put the model and the data where and how `s` says."
     if self.device.type == 'cuda': torch.backends.cudnn.benchmark = s.cudnn_benchmark
     apply_layout(self.model, s.channels_last)
@@ -364,50 +421,61 @@ def _apply_speedups(self:TrainerAE, s:Speedups):
 
 # %% ../nbs/03_trainer.ipynb #5c01171e
 @patch
-def setup_training(self:TrainerAE, saved_performance:dict|None=None, # a checkpoint's `performance` (restart)
+def setup_training(self:TrainerAE,
+                   saved_performance:dict|None=None, # a checkpoint's `performance` (restart)
                   ):
-    "Settle the speed settings; move model and data; build optimizer, schedule and scaler; reset the position."
+    "Settle speed settings; place model and data; build optimizer, schedule, scaler; reset position"
     self._check_setup()
     self.model.to(self.device)
     self.speedups = s = self._decide_speedups(saved_performance)
     if self.world_size > 1 and s.compile == 'reduce-overhead':   # no CUDA graphs around DDP's hooks
-        s.compile, s.how['compile'] = 'default', s.how['compile'] + ', without CUDA graphs under DDP'
+        s.compile = 'default'
+        s.how['compile'] = s.how['compile'] + ', without CUDA graphs under DDP'
     self.log(f"speed settings: {s}")
     self._apply_speedups(s)
     self.amp_dtype = s.amp_dtype
     self.optimizer = make_optimizer(self.model, self.config.training, s.fused_optimizer)
     self.optimizer.register_step_pre_hook(lambda *_: setattr(self, 'mid_step', True))
     self.scheduler = LRSchedule(self.optimizer, self.config.training)
-    self.scaler = torch.amp.GradScaler(self.device.type) if self.amp_dtype == torch.float16 else None
+    fp16 = self.amp_dtype == torch.float16
+    self.scaler = torch.amp.GradScaler(self.device.type) if fp16 else None
     rig, self._rig = getattr(self, '_rig', None), None
     reuse = rig is not None and s.compile in rig.compiled
     self.eval_model = rig.compiled[s.compile] if reuse else compile_model(self.model, s.compile)
-    self.forward_model = self.eval_model if self.world_size == 1 else wrap_ddp(self.model, self.device, s.compile)
+    self.forward_model = (self.eval_model if self.world_size == 1
+                          else wrap_ddp(self.model, self.device, s.compile))
     self._reset_state()
 
 # %% ../nbs/03_trainer.ipynb #fda26dfe
 @patch
-def _batch_to_device(self:TrainerAE, batch:Tensor)->Tensor:
-    "`batch` on the run's device (without waiting for the copy) and in the model's layout; a step begins."
+def _batch_to_device(self:TrainerAE, batch:Tensor, # a batch as the loader gives it
+                    )->Tensor:
+    "`batch` on the run's device (copied without waiting) and in the model's layout; a step begins."
     begin_step(self.speedups.compile)
     batch = batch.to(self.device, non_blocking=True)
-    return batch.contiguous(memory_format=torch.channels_last) if self.speedups.channels_last else batch
+    if not self.speedups.channels_last: return batch
+    return batch.contiguous(memory_format=torch.channels_last)
 
 # %% ../nbs/03_trainer.ipynb #e93ea67a
 @patch
-def _sync_mean(self:TrainerAE, total:Tensor, count:int)->float:
+def _sync_mean(self:TrainerAE, total:Tensor, # this process's sum (0-d, on the device)
+               count:int,                    # the samples it covers
+              )->float:
     "`total / count`, over all processes of a distributed run: the loop's only host sync."
     return sync_mean(total, count, self.world_size)
 
+# %% ../nbs/03_trainer.ipynb #97f8549e
 @patch
-def evaluate(self:TrainerAE, loader)->float:
+def evaluate(self:TrainerAE, loader, # batches to evaluate on (their order does not matter)
+            )->float:
     "Mean reconstruction loss of the model over `loader`, with one host sync at the end."
     self.model.to(self.device).eval()
     total, count = torch.zeros((), device=self.device), 0
     with torch.no_grad():
         for batch in _epoch_batches(loader, 0):
             batch = self._batch_to_device(batch)
-            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            with torch.autocast(self.device.type, dtype=self.amp_dtype,
+                                enabled=self.amp_dtype is not None):
                 output = self.eval_model(batch)
             total += self.loss_fn(output.float(), batch) * len(batch)
             count += len(batch)
@@ -416,12 +484,16 @@ def evaluate(self:TrainerAE, loader)->float:
 
 # %% ../nbs/03_trainer.ipynb #1c993abf
 @patch
-def request_stop(self:TrainerAE, signum:int=signal.SIGINT):
+def request_stop(self:TrainerAE, signum:int=signal.SIGINT, # the signal to act as if it had come
+                ):
     "Ask `train()` to stop at the next step boundary, as SIGINT/SIGTERM do."
     if self._stop_signal is None: self._stop_signal = int(signum)
 
-def say_in_handler(message:str, signum:int|None=None):
-    "Write `message` to stderr from a signal handler; after SIGHUP, silence a terminal that is gone."
+# %% ../nbs/03_trainer.ipynb #c9a27d77
+def say_in_handler(message:str,         # what to tell the user
+                   signum:int|None=None, # the signal being handled
+                  ):
+    "Write `message` to stderr from a signal handler; after SIGHUP, silence a terminal now gone."
     try: os.write(2, f"\n{message}\n".encode()); return
     except OSError: pass
     if signum != getattr(signal, 'SIGHUP', None): return
@@ -432,7 +504,9 @@ def say_in_handler(message:str, signum:int|None=None):
 
 # %% ../nbs/03_trainer.ipynb #d74c3325
 @patch
-def _handle_signal(self:TrainerAE, signum, frame):
+def _handle_signal(self:TrainerAE, signum, # the signal received
+                   frame,                  # the interrupted frame (unused)
+                  ):
     "Signal handler: set the stop flag (a third signal aborts at once)."
     self._signal_count += 1
     if self._signal_count >= 3: raise TrainingAborted(signum)
@@ -440,13 +514,15 @@ def _handle_signal(self:TrainerAE, signum, frame):
     say_in_handler(f"{signal.Signals(signum).name}: stopping at the next step boundary "
                    "(send it twice more to abort now, without an emergency checkpoint)", signum)
 
+# %% ../nbs/03_trainer.ipynb #06294238
 @patch
 def _install_signal_handlers(self:TrainerAE):
-    "Route the `STOP_SIGNALS` to `_handle_signal` (main thread only); remember the previous handlers."
+    "Route the `STOP_SIGNALS` to `_handle_signal` (main thread only); keep the previous handlers."
     if threading.current_thread() is not threading.main_thread(): return
     self._signal_count = 0
     for s in STOP_SIGNALS: self._saved_handlers[s] = signal.signal(s, self._handle_signal)
 
+# %% ../nbs/03_trainer.ipynb #5759532f
 @patch
 def _restore_signal_handlers(self:TrainerAE):
     "Put back the handlers that were active before `train()`."
@@ -456,14 +532,20 @@ def _restore_signal_handlers(self:TrainerAE):
 
 # %% ../nbs/03_trainer.ipynb #9243830b
 @patch
-def _agreed_stop(self:TrainerAE, every_step:bool=False)->int|None:
-    "The stop signal all processes act on: this one's alone, or in a distributed run the largest any got."
+def _agreed_stop(self:TrainerAE,
+                 every_step:bool=False, # check now, not only every `STOP_CHECK_EVERY` steps
+                )->int|None:            # the signal to stop for, None to go on
+    "The stop signal all processes act on: this one's alone, or in a distributed run the largest."
     if self.world_size == 1: return self._stop_signal
-    if not (every_step or self.global_step % STOP_CHECK_EVERY == 0): return None  # only agreed ones count
+    # only agreed signals count
+    if not (every_step or self.global_step % STOP_CHECK_EVERY == 0): return None
     agreed = agreed_signal(self._stop_signal, self.device)
-    if agreed: self._stop_signal = agreed   # not the local flag: a signal handled after the all-reduce
-    return agreed                           # is acted on at the next check, by all
+    # not the local flag: a signal handled after the all-reduce
+    # is acted on at the next check, by all
+    if agreed: self._stop_signal = agreed
+    return agreed
 
+# %% ../nbs/03_trainer.ipynb #dc3e1cff
 @patch
 def _gather_rank_sums(self:TrainerAE):
     "An agreed stop mid-epoch: every process's running loss, so rank 0's checkpoint holds them all."
@@ -472,24 +554,32 @@ def _gather_rank_sums(self:TrainerAE):
 
 # %% ../nbs/03_trainer.ipynb #94fb2ab3
 @patch
-def state_dict(self:TrainerAE, kind:str='latest')->dict:
+def state_dict(self:TrainerAE, kind:str='latest', # the checkpoint kind recorded inside
+              )->dict:
     "Everything needed to resume this run exactly, as tensors and plain Python values."
     acc = None if self._loss_sum is None else self._loss_sum.detach().cpu()
-    model, s = getattr(self.model, 'module', self.model), self.speedups   # unwrap DistributedDataParallel
+    # unwrap DistributedDataParallel
+    model, s = getattr(self.model, 'module', self.model), self.speedups
     return {'format': CHECKPOINT_FORMAT, 'kind': kind, 'ae_nb_version': __version__,
-            'torch_version': str(torch.__version__), 'saved_at': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
-            'model': model.state_dict(), 'model_hparams': plain_data(getattr(model, 'hparams', None)),
+            'torch_version': str(torch.__version__),
+            'saved_at': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
+            'model': model.state_dict(),
+            'model_hparams': plain_data(getattr(model, 'hparams', None)),
             'optimizer': self.optimizer.state_dict(), 'scheduler': self.scheduler.state_dict(),
             'scaler': self.scaler.state_dict() if self.scaler is not None else None,
-            'epoch': self.epoch, 'step_in_epoch': self.step_in_epoch, 'global_step': self.global_step,
+            'epoch': self.epoch, 'step_in_epoch': self.step_in_epoch,
+            'global_step': self.global_step,
             'steps_per_epoch': len(self.train_loader), 'world_size': self.world_size,
-            'num_threads': torch.get_num_threads(), 'best_val': self.best_val, 'best_epoch': self.best_epoch,
+            'num_threads': torch.get_num_threads(), 'best_val': self.best_val,
+            'best_epoch': self.best_epoch,
             'epochs_since_best': self.epochs_since_best, 'early_stopped': self.early_stopped,
             'history': copy.deepcopy(self.history),
-            'accumulators': {'loss_sum': acc, 'n_samples': self._n_seen, 'epoch_time': self._epoch_time,
-                             'per_rank': self._rank_sums},
-            'rng': get_rng_state(), 'norm': plain_data(self.norm), 'config': config_to_dict(self.config),
-            'performance': {'device_type': self.device.type, 'settings': s.settings(), 'how': dict(s.how)},
+            'accumulators': {'loss_sum': acc, 'n_samples': self._n_seen,
+                             'epoch_time': self._epoch_time, 'per_rank': self._rank_sums},
+            'rng': get_rng_state(), 'norm': plain_data(self.norm),
+            'config': config_to_dict(self.config),
+            'performance': {'device_type': self.device.type, 'settings': s.settings(),
+                            'how': dict(s.how)},
             'data_fingerprint': self.data_fingerprint, 'wandb_run_id': self.wandb_run_id}
 
 # %% ../nbs/03_trainer.ipynb #feab89f5
@@ -498,25 +588,31 @@ def _state_is_finite(self:TrainerAE)->bool:
     "Whether the weights are finite and no NaN loss was seen."
     return not self._nonfinite and all(torch.isfinite(p).all() for p in self.model.parameters())
 
+# %% ../nbs/03_trainer.ipynb #7f23261a
 @patch
 def _emergency_refused(self:TrainerAE)->bool:
     "Whether an emergency checkpoint must not be written now (a broken state), saying why."
     if self._state_is_finite(): return False
-    self.log("no emergency checkpoint: the model's state is not finite; latest.pth holds the last good epoch")
+    self.log("no emergency checkpoint: the model's state is not finite; "
+             "latest.pth holds the last good epoch")
     return True
 
 # %% ../nbs/03_trainer.ipynb #0d61e702
 @patch
-def save_checkpoint(self:TrainerAE, kind:str='latest', # latest, best, restart, emergency or final
-                   )->Path|None:                        # the file written (None: nothing written)
-    "Write the run's state as `kind` into `checkpoint_dir`; None on other ranks or with nothing sound to save."
+def save_checkpoint(self:TrainerAE,
+                    kind:str='latest', # latest, best, restart, emergency or final
+                   )->Path|None:       # the file written (None: nothing written)
+    "Write the state as `kind` into `checkpoint_dir`; None on other ranks or with nothing sound."
     if kind not in (*CHECKPOINT_NAMES, 'restart'):
-        raise ValueError(f"checkpoint kind: expected one of {[*CHECKPOINT_NAMES, 'restart']}, got {kind!r}")
+        raise ValueError(f"checkpoint kind: expected one of {[*CHECKPOINT_NAMES, 'restart']}, "
+                         f"got {kind!r}")
     if not self.is_main: return None
-    if self.optimizer is None: self.log(f"no {kind} checkpoint: training has not been set up"); return None
+    if self.optimizer is None:
+        self.log(f"no {kind} checkpoint: training has not been set up"); return None
     self._check_ownership()
     if kind == 'emergency' and self._emergency_refused(): return None
-    self._wait_for_writes(raising=kind != 'emergency')  # an emergency save is tried even after a failed write
+    # an emergency save is tried even after a failed write
+    self._wait_for_writes(raising=kind != 'emergency')
     name = f"restart_e{self.epoch:04d}.pth" if kind == 'restart' else CHECKPOINT_NAMES[kind]
     path = save_checkpoint_file(self.state_dict(kind), self.checkpoint_dir/name)
     self._after_write([name])
@@ -525,32 +621,41 @@ def save_checkpoint(self:TrainerAE, kind:str='latest', # latest, best, restart, 
                  f"step {self.step_in_epoch}/{len(self.train_loader)}")
     return path
 
-# %% ../nbs/03_trainer.ipynb #90de55c9
-@patch
-def _after_write(self:TrainerAE, names:list[str]):
-    "After checkpoint files `names` were written: prune restart files, drop an emergency file now behind."
-    if any(n.startswith('restart_') for n in names): self._prune_restart_checkpoints()
-    if 'latest.pth' in names and self._emergency_resumed:   # latest.pth is further on than the file resumed
-        (self.checkpoint_dir/CHECKPOINT_NAMES['emergency']).unlink(missing_ok=True)
-        self._emergency_resumed = False
-
+# %% ../nbs/03_trainer.ipynb #5f9149c2
 @patch
 def _prune_restart_checkpoints(self:TrainerAE):
     "Delete numbered restart checkpoints beyond the newest `keep_last`."
     prune_restart_checkpoints(self.checkpoint_dir, self.config.training.checkpoint.keep_last)
 
+# %% ../nbs/03_trainer.ipynb #90de55c9
+@patch
+def _after_write(self:TrainerAE, names:list[str], # the checkpoint files just written
+                ):
+    "After files `names` were written: prune restart files, drop an emergency file now behind."
+    if any(n.startswith('restart_') for n in names): self._prune_restart_checkpoints()
+    # latest.pth is further on than the file resumed
+    if 'latest.pth' in names and self._emergency_resumed:
+        (self.checkpoint_dir/CHECKPOINT_NAMES['emergency']).unlink(missing_ok=True)
+        self._emergency_resumed = False
+
 # %% ../nbs/03_trainer.ipynb #1acc1b46
 @patch
-def _write_files(self:TrainerAE, state:dict, event, names:list[str]):
-    "Serialise and hash `state` once and write it under every one of `names` (on the writer thread)."
+def _write_files(self:TrainerAE,
+                 state:dict,       # a host snapshot of `state_dict`
+                 event,            # CUDA event that ends the snapshot's copies (None on the CPU)
+                 names:list[str],  # the files to write it to
+                ):
+    "Serialise and hash `state` once and write it under each of `names` (on the writer thread)."
     if event is not None: event.synchronize()   # the snapshot's copies from the GPU are done
     data = checkpoint_bytes(state)
     for name in names: atomic_write_bytes(data, self.checkpoint_dir/name)
     self._after_write(names)
 
+# %% ../nbs/03_trainer.ipynb #afe09caa
 @patch
-def save_epoch_checkpoints(self:TrainerAE, best:bool=False, # also write `best.pth`
-                           restart:bool=False,              # also write `restart_eNNNN.pth`
+def save_epoch_checkpoints(self:TrainerAE,
+                           best:bool=False,    # also write `best.pth`
+                           restart:bool=False, # also write `restart_eNNNN.pth`
                           ):
     "Write this epoch's `latest.pth` (and `best`, `restart`): one snapshot, one serialisation."
     if not self.is_main or self.optimizer is None: return
@@ -559,9 +664,12 @@ def save_epoch_checkpoints(self:TrainerAE, best:bool=False, # also write `best.p
     state, event = host_snapshot(self.state_dict('epoch_end'))
     self._writer.submit(self._write_files, state, event, names)
 
+# %% ../nbs/03_trainer.ipynb #475d014d
 @patch
-def _wait_for_writes(self:TrainerAE, raising:bool=True):
-    "Wait for a background checkpoint write; its error is raised, or only logged when `raising` is False."
+def _wait_for_writes(self:TrainerAE,
+                     raising:bool=True, # raise a failed write's error (False: only log it)
+                    ):
+    "Wait for a background checkpoint write; its error is raised, or only logged if not `raising`."
     try: self._writer.wait()
     except Exception as e:
         if raising: raise
@@ -570,37 +678,46 @@ def _wait_for_writes(self:TrainerAE, raising:bool=True):
 # %% ../nbs/03_trainer.ipynb #7aebd620
 @patch
 def _tidy_checkpoint_dir(self:TrainerAE):
-    "Delete partial writes; on a fresh start, move an earlier run out of the way into `previous/<time>/`."
+    "Delete partial writes; on a fresh start, move an earlier run into `previous/<time>/`."
     if not self.checkpoint_dir.is_dir(): return
     partial = list(self.checkpoint_dir.glob('.*.pth.*.tmp'))
     for p in partial: p.unlink(missing_ok=True)
-    if partial: self.log(f"removed {len(partial)} unfinished checkpoint write(s) in {self.checkpoint_dir}")
+    if partial:
+        self.log(f"removed {len(partial)} unfinished checkpoint write(s) in {self.checkpoint_dir}")
     if self.global_step or self.resumed_from is not None: return
     if any(self.checkpoint_dir.glob('*.pth')): set_aside_previous_run(self.run_dir, self.log)
 
+# %% ../nbs/03_trainer.ipynb #a0597674
 @patch
 def _check_ownership(self:TrainerAE):
     "Raise `RunFolderLost` if another run has taken this run's folder over."
     if owns(self.run_dir): return
-    raise RunFolderLost(f"{self.run_dir} was taken over by another run while this one was not responding "
-                        "(its lock went stale); this run stops without writing anything more")
+    raise RunFolderLost(f"{self.run_dir} was taken over by another run while this one was not "
+                        "responding (its lock went stale); this run stops without writing "
+                        "anything more")
 
 # %% ../nbs/03_trainer.ipynb #4dcd38b2
 @patch
-def _callback(self:TrainerAE, event:str, **details):
-    "Announce `event` to `self.callbacks` (`ae_nb.callbacks.run_callbacks`), on the main process only."
+def _callback(self:TrainerAE, event:str, # what happened (`ae_nb.callbacks` lists the events)
+              **details):                # passed on: `values`, `images`
+    "Announce `event` to `self.callbacks` (`ae_nb.callbacks.run_callbacks`), on the main process."
     if self.is_main: run_callbacks(self.callbacks, self, event, **details)
 
+# %% ../nbs/03_trainer.ipynb #d0e012b6
 @patch
-def _check_finite(self:TrainerAE, value:float, what:str):
+def _check_finite(self:TrainerAE, value:float, # a loss just read back
+                  what:str,                     # its name, for the message
+                 ):
     "Stop with `TrainingError` if `value` is NaN or infinite."
     if math.isfinite(value): return
     self._nonfinite = True
     done = len(self.history['epoch'])
-    kept = f"latest.pth still holds the last good epoch ({done})" if done else "no checkpoint was written"
-    raise TrainingError(f"{what} became {value} at epoch {self.epoch + 1}, step {self.step_in_epoch} "
-                        f"(global step {self.global_step}); {kept}. Try a lower training.learning_rate, "
-                        "training.grad_clip, or check the data for NaN/inf.")
+    kept = (f"latest.pth still holds the last good epoch ({done})" if done
+            else "no checkpoint was written")
+    raise TrainingError(f"{what} became {value} at epoch {self.epoch + 1}, "
+                        f"step {self.step_in_epoch} (global step {self.global_step}); {kept}. "
+                        "Try a lower training.learning_rate, training.grad_clip, "
+                        "or check the data for NaN/inf.")
 
 # %% ../nbs/03_trainer.ipynb #ce2927fc
 @patch
@@ -611,16 +728,17 @@ def _log_progress(self:TrainerAE):
     lr = self.optimizer.param_groups[0]['lr']
     self._callback('metrics', values={'train/loss_running': running, 'train/lr': lr})
 
+# %% ../nbs/03_trainer.ipynb #73ea9158
 @patch
 def _stop_here(self:TrainerAE):
-    "Stop at this step boundary: keep every process's running loss, then raise `TrainingInterrupted`."
+    "Stop at this step boundary: keep every process's running loss, raise `TrainingInterrupted`."
     self._gather_rank_sums()
     raise TrainingInterrupted(self._stop_signal)
 
 # %% ../nbs/03_trainer.ipynb #85fb492a
 @patch
 def _train_epoch(self:TrainerAE):
-    "Run the current epoch from `step_in_epoch` to its end, stopping at a step boundary on a signal."
+    "Run the epoch from `step_in_epoch` to its end, stopping at a step boundary on a signal."
     t = self.config.training
     if self.step_in_epoch == 0:
         self.scheduler.start_epoch(self.epoch)
@@ -637,7 +755,8 @@ def _train_epoch(self:TrainerAE):
             self._loss_sum += loss * len(batch)
             self._n_seen += len(batch)
             self.step_in_epoch += 1; self.global_step += 1
-            self.mid_step = False   # set by the optimizer's step: from its start until here, nothing is saved
+            # set by the optimizer's step: from its start until here, nothing is saved
+            self.mid_step = False
             if self.step_in_epoch % t.log_every == 0: self._log_progress()
         if self._agreed_stop(every_step=True) is not None: self._stop_here()
     finally:
@@ -646,8 +765,11 @@ def _train_epoch(self:TrainerAE):
 
 # %% ../nbs/03_trainer.ipynb #1986a506
 @patch
-def _record_epoch(self:TrainerAE, train_loss:float, val_loss:float|None, lr:float)->bool:
-    "Move the position to the next epoch, add the epoch to the history; whether it is the best so far."
+def _record_epoch(self:TrainerAE, train_loss:float, # the epoch's mean training loss
+                  val_loss:float|None,              # its validation loss (None: no validation)
+                  lr:float,                         # the learning rate it trained with
+                 )->bool:                           # whether it is the best epoch so far
+    "Move to the next epoch and add the finished one to the history; whether it is the best so far."
     metric = train_loss if val_loss is None else val_loss
     self.scheduler.end_epoch(self.epoch, metric)
     self.epoch, self.step_in_epoch, self._loss_sum, self._n_seen = self.epoch + 1, 0, None, 0
@@ -672,25 +794,27 @@ def _end_epoch(self:TrainerAE):
     lr = self.optimizer.param_groups[0]['lr']
     improved = self._record_epoch(train_loss, val_loss, lr)
     val_text = f"{val_loss:.5f}" if val_loss is not None else '-'
-    self.log(f"epoch {self.epoch:>3}/{t.epochs}  train {train_loss:.5f}  val {val_text}  lr {lr:.2e}  "
-             f"{self._epoch_time:.1f}s{'  *best' if improved else ''}")
+    self.log(f"epoch {self.epoch:>3}/{t.epochs}  train {train_loss:.5f}  val {val_text}  "
+             f"lr {lr:.2e}  {self._epoch_time:.1f}s{'  *best' if improved else ''}")
     values = {'epoch': self.epoch, 'train/loss': train_loss, 'val/loss': val_loss, 'train/lr': lr}
     self._callback('metrics', values=values)
     every = t.checkpoint.save_every
     self.save_epoch_checkpoints(best=improved, restart=bool(every) and self.epoch % every == 0)
     if self.early_stopped:
-        self.log(f"early stopping: no validation improvement for {t.early_stopping_patience} epochs "
-                 f"(best {self.best_val:.5f})")
+        self.log(f"early stopping: no validation improvement for {t.early_stopping_patience} "
+                 f"epochs (best {self.best_val:.5f})")
     self._callback('epoch_end')
 
 # %% ../nbs/03_trainer.ipynb #c2a5772c
 @patch
-def _peer_lost(self:TrainerAE, e:RuntimeError)->PeerLostError:
+def _peer_lost(self:TrainerAE, e:RuntimeError, # the failed collective's error
+              )->PeerLostError:
     "The error to raise when a collective failed because another process died."
-    return PeerLostError(f"another process of this {self.world_size}-process run died or stopped answering "
-                         f"(rank {self.rank}: {str(e).splitlines()[0][:200]}); restart all of them with "
-                         "--restart auto")
+    return PeerLostError(f"another process of this {self.world_size}-process run died or stopped "
+                         f"answering (rank {self.rank}: {str(e).splitlines()[0][:200]}); "
+                         "restart all of them with --restart auto")
 
+# %% ../nbs/03_trainer.ipynb #e8518234
 @patch
 def _nothing_to_train(self:TrainerAE)->bool:
     "Whether the run has already ended (all epochs done or stopped early), saying so."
@@ -703,7 +827,7 @@ def _nothing_to_train(self:TrainerAE)->bool:
 # %% ../nbs/03_trainer.ipynb #8586eca7
 @patch
 def train(self:TrainerAE)->dict:
-    "Train until `training.epochs` (or early stopping), checkpointing every epoch; return the history."
+    "Train to `training.epochs` (or early stopping), checkpointing every epoch; return the history."
     if self.optimizer is None: self.setup_training()
     if self._nothing_to_train(): return self.history
     self._stop_signal, self._rank_sums = None, None
@@ -721,7 +845,8 @@ def train(self:TrainerAE)->dict:
         raise
     finally:
         self._restore_signal_handlers()
-        self._wait_for_writes(raising=sys.exc_info()[0] is None)  # never return or stop with a write pending
+        # never return, or stop, with a write pending
+        self._wait_for_writes(raising=sys.exc_info()[0] is None)
         self._callback('train_end')
         if lock is not None: lock.release()
     if self._agreed_stop(every_step=True) is not None:   # arrived after the last step: honour it
@@ -730,50 +855,59 @@ def train(self:TrainerAE)->dict:
 
 # %% ../nbs/03_trainer.ipynb #374a2209
 @patch
-def _model_problems(self:TrainerAE, checkpoint:dict)->list[str]:
+def _model_problems(self:TrainerAE, checkpoint:dict, # a loaded checkpoint
+                   )->list[str]:                     # what is wrong, in words (empty: nothing)
     "Why the checkpoint's model cannot be this run's: other settings, or weights of other shapes."
     problems, model = [], getattr(self.model, 'module', self.model)
     old_hp, new_hp = checkpoint.get('model_hparams'), getattr(model, 'hparams', None)
     if old_hp is not None and new_hp is not None and plain_data(old_hp) != plain_data(new_hp):
         diff = sorted((k, old_hp.get(k), new_hp.get(k)) for k in set(old_hp) | set(new_hp)
                       if plain_data(old_hp.get(k)) != plain_data(new_hp.get(k)))
-        problems.append('model settings differ: ' + ', '.join(f"{k} {a!r} -> {b!r}" for k, a, b in diff))
+        problems.append('model settings differ: '
+                        + ', '.join(f"{k} {a!r} -> {b!r}" for k, a, b in diff))
     old, new = checkpoint['model'], model.state_dict()
     shape = lambda sd, k: tuple(sd[k].shape) if k in sd else 'missing'
     bad = [f"{k} {shape(old, k)} -> {shape(new, k)}" for k in sorted(set(old) | set(new))
            if shape(old, k) != shape(new, k)]
-    if bad: problems.append(f"model weights differ in shape: {', '.join(bad[:4])}{' ...' * (len(bad) > 4)}")
+    if bad:
+        problems.append(f"model weights differ in shape: {', '.join(bad[:4])}"
+                        f"{' ...' * (len(bad) > 4)}")
     return problems
 
 # %% ../nbs/03_trainer.ipynb #b0d5a81f
 @patch
-def _position_problems(self:TrainerAE, checkpoint:dict)->list[str]:
+def _position_problems(self:TrainerAE, checkpoint:dict, # a loaded checkpoint
+                      )->list[str]:                     # what is wrong, in words (empty: nothing)
     "Why this run cannot continue from the checkpoint's position: other data, another epoch layout."
     problems = []
     old_fp, new_fp = checkpoint.get('data_fingerprint'), self.data_fingerprint
     if old_fp and new_fp and old_fp != new_fp:
-        problems.append(f"the data differ (fingerprint {old_fp[:12]} in the checkpoint, {new_fp[:12]} now)")
+        problems.append(f"the data differ (fingerprint {old_fp[:12]} in the checkpoint, "
+                        f"{new_fp[:12]} now)")
     step, old_ws = checkpoint['step_in_epoch'], checkpoint.get('world_size', 1)
     if step and old_ws != self.world_size:
-        problems.append(f"stopped mid-epoch (step {step}) with {old_ws} process(es), now {self.world_size}: "
-                        f"each process's share of that epoch would change. Resume with {old_ws} process(es); "
-                        "the number can change when a run stops at an epoch boundary (latest.pth, "
-                        "restart_eNNNN.pth)")
+        problems.append(f"stopped mid-epoch (step {step}) with {old_ws} process(es), "
+                        f"now {self.world_size}: each process's share of that epoch would change. "
+                        f"Resume with {old_ws} process(es); the number can change when a run stops "
+                        "at an epoch boundary (latest.pth, restart_eNNNN.pth)")
     elif step and checkpoint.get('steps_per_epoch') != len(self.train_loader):
-        problems.append(f"stopped mid-epoch with {checkpoint.get('steps_per_epoch')} batches per epoch, now "
-                        f"{len(self.train_loader)} (data.batch_size changed?)")
+        problems.append(f"stopped mid-epoch with {checkpoint.get('steps_per_epoch')} batches per "
+                        f"epoch, now {len(self.train_loader)} (data.batch_size changed?)")
     return problems
 
 # %% ../nbs/03_trainer.ipynb #c11368c1
 @patch
-def _allowed_changes(self:TrainerAE, checkpoint:dict)->list[str]:
+def _allowed_changes(self:TrainerAE, checkpoint:dict, # a loaded checkpoint
+                    )->list[str]:                     # the changes, as `key: old -> new`
     "The harmless differences between the checkpoint's run and this one, as `key: old -> new`."
-    old, new = flatten_dict(checkpoint.get('config') or {}), flatten_dict(config_to_dict(self.config))
+    old = flatten_dict(checkpoint.get('config') or {})
+    new = flatten_dict(config_to_dict(self.config))
     changes = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
                if old.get(k) != new.get(k)]
     old_ws, threads = checkpoint.get('world_size', 1), torch.get_num_threads()
     if old_ws != self.world_size:
-        changes.append(f"processes: {old_ws} -> {self.world_size} (epochs re-shard from the next one on)")
+        changes.append(f"processes: {old_ws} -> {self.world_size} "
+                       "(epochs re-shard from the next one on)")
     if checkpoint.get('ae_nb_version') != __version__:
         changes.append(f"ae_nb: {checkpoint.get('ae_nb_version')} -> {__version__}")
     if checkpoint.get('num_threads', threads) != threads:
@@ -781,18 +915,20 @@ def _allowed_changes(self:TrainerAE, checkpoint:dict)->list[str]:
                        "differently: correct, but not bitwise equal to an uninterrupted run)")
     return changes
 
+# %% ../nbs/03_trainer.ipynb #f6c24885
 @patch
 def check_restart(self:TrainerAE, checkpoint:dict, # a loaded checkpoint
                   path:str|Path='checkpoint',       # its file, for messages
                  )->list[str]:                      # the allowed changes, as `key: old -> new`
-    "Refuse (`RestartError`) a checkpoint that cannot continue this run; list the harmless config changes."
+    "Refuse (`RestartError`) a checkpoint that cannot continue this run; list the harmless changes."
     if problems := self._model_problems(checkpoint) + self._position_problems(checkpoint):
         raise RestartError(f"{path} cannot resume this run:\n  - " + '\n  - '.join(problems))
     return self._allowed_changes(checkpoint)
 
 # %% ../nbs/03_trainer.ipynb #cd754238
 @patch
-def _restore_accumulators(self:TrainerAE, acc:dict):
+def _restore_accumulators(self:TrainerAE, acc:dict, # a checkpoint's `accumulators`
+                         ):
     "The running loss of an unfinished epoch: this process's own share in a distributed run."
     self._loss_sum = None if acc['loss_sum'] is None else acc['loss_sum'].to(self.device)
     self._n_seen, self._epoch_time = acc['n_samples'], acc['epoch_time']
@@ -800,15 +936,18 @@ def _restore_accumulators(self:TrainerAE, acc:dict):
     if (mine := own_rank_sums(acc.get('per_rank'), self.rank, self.world_size)) is not None:
         self._loss_sum, self._n_seen = mine[0].to(self.device), mine[1]
         return
-    self.log(f"note: the checkpoint holds rank 0's running loss only; epoch {self.epoch + 1}'s training loss "
-             "will average the batches seen since the restart plus rank 0's before it (weights unaffected)")
+    self.log(f"note: the checkpoint holds rank 0's running loss only; epoch {self.epoch + 1}'s "
+             "training loss will average the batches seen since the restart plus rank 0's before "
+             "it (weights unaffected)")
     if self.rank: self._loss_sum, self._n_seen = torch.zeros_like(self._loss_sum), 0
 
 # %% ../nbs/03_trainer.ipynb #aac0e17c
 @patch
-def load_state(self:TrainerAE, checkpoint:dict):
+def load_state(self:TrainerAE, checkpoint:dict, # a loaded checkpoint, accepted by `check_restart`
+              ):
     "Restore weights, optimizer, schedule, scaler, position, history, accumulators and RNG states."
-    self.mid_step = True   # until everything is restored, the state is neither the old nor the new one
+    # until everything is restored, the state is neither the old nor the new one
+    self.mid_step = True
     getattr(self.model, 'module', self.model).load_state_dict(checkpoint['model'])
     self.optimizer.load_state_dict(checkpoint['optimizer'])
     match_state_layout(self.optimizer)
@@ -817,7 +956,8 @@ def load_state(self:TrainerAE, checkpoint:dict):
         self.scaler.load_state_dict(checkpoint['scaler'])
     self.epoch, self.step_in_epoch = checkpoint['epoch'], checkpoint['step_in_epoch']
     self.global_step, self.best_val = checkpoint['global_step'], checkpoint['best_val']
-    self.epochs_since_best, self.early_stopped = checkpoint['epochs_since_best'], checkpoint['early_stopped']
+    self.epochs_since_best = checkpoint['epochs_since_best']
+    self.early_stopped = checkpoint['early_stopped']
     self.history, self._nonfinite = {k: list(v) for k, v in checkpoint['history'].items()}, False
     self.best_epoch = checkpoint.get('best_epoch', best_epoch_of(self.history))
     self._restore_accumulators(checkpoint['accumulators'])
@@ -827,31 +967,41 @@ def load_state(self:TrainerAE, checkpoint:dict):
 
 # %% ../nbs/03_trainer.ipynb #74d3d267
 @patch
-def _check_same_checkpoint(self:TrainerAE, checkpoint:dict|None, path:Path|None):
+def _check_same_checkpoint(
+    self:TrainerAE,
+    checkpoint:dict|None, # the checkpoint this process found (None: none)
+    path:Path|None,       # its file, for the message
+):
     "Refuse a distributed restart in which the processes loaded different checkpoints."
     if self.world_size == 1: return
-    check_same_checkpoint(-1 if checkpoint is None else checkpoint['global_step'], self.device, path)
+    check_same_checkpoint(-1 if checkpoint is None else checkpoint['global_step'], self.device,
+                          path)
 
+# %% ../nbs/03_trainer.ipynb #f0687777
 @patch
 def _resume_position(self:TrainerAE)->str:
     "Where a resumed run stands, in words: `epoch 3/30, step 5/8 (...)` or that training had ended."
     done, total = len(self.history['epoch']), self.config.training.epochs
     if self.step_in_epoch == 0 and (self.epoch >= total or self.early_stopped):
-        return f"training had ended ({done} epochs done{', stopped early' if self.early_stopped else ''})"
+        early = ', stopped early' if self.early_stopped else ''
+        return f"training had ended ({done} epochs done{early})"
     return (f"epoch {self.epoch + 1}/{total}, step {self.step_in_epoch}/{len(self.train_loader)} "
             f"(global step {self.global_step}, {done} epochs done)")
 
 # %% ../nbs/03_trainer.ipynb #256ddb53
 @patch
-def train_with_restart(self:TrainerAE, checkpoint:str|Path='auto', # `auto` (the run's newest valid one) or a file
-                       on_accept:Callable|None=None, # called with `fresh` once the checkpoint is accepted
-                      )->dict:                       # the history, resumed epochs included
+def train_with_restart(
+    self:TrainerAE,
+    checkpoint:str|Path='auto',   # `auto` (the run's newest valid one) or a file
+    on_accept:Callable|None=None, # called with `fresh` once the checkpoint is accepted
+)->dict:                          # the history, resumed epochs included
     "Resume from `checkpoint` and train to the end; a fresh run when `auto` finds no checkpoint."
     auto = str(checkpoint) == 'auto'
     path = find_restart_checkpoint(self.run_dir, log=self.log) if auto else Path(checkpoint)
     saved = None if path is None else load_checkpoint(path)
     self._check_same_checkpoint(saved, path)
-    changes = [] if saved is None else self.check_restart(saved, path)  # refused before anything is built
+    # refused before anything is built
+    changes = [] if saved is None else self.check_restart(saved, path)
     if on_accept is not None: on_accept(saved is None)
     self.setup_training(None if saved is None else saved.get('performance'))
     if saved is None:
@@ -859,7 +1009,8 @@ def train_with_restart(self:TrainerAE, checkpoint:str|Path='auto', # `auto` (the
         return self.train()
     self.load_state(saved)
     self.resumed_from = path
-    self._emergency_resumed = path.resolve() == (self.checkpoint_dir/CHECKPOINT_NAMES['emergency']).resolve()
+    emergency = self.checkpoint_dir/CHECKPOINT_NAMES['emergency']
+    self._emergency_resumed = path.resolve() == emergency.resolve()
     self.log(f"resuming from {path}: {self._resume_position()}")
     for change in changes: self.log(f"  changed since the checkpoint (allowed): {change}")
     if self.is_main: self._repair_checkpoint_set(path)
@@ -876,16 +1027,18 @@ def _files_due(self:TrainerAE)->dict:
     if self.best_epoch: due['best.pth'] = self.best_epoch
     return due
 
+# %% ../nbs/03_trainer.ipynb #4da0fa16
 @patch
 def _repair_checkpoint_set(self:TrainerAE, resumed:Path, # the checkpoint this run resumed from
                           ):
-    "Rewrite each checkpoint file that does not hold the epoch it should (a kill between two writes)."
+    "Rewrite each checkpoint file not holding the epoch it should (a kill between two writes)."
     repair_checkpoint_set(self.checkpoint_dir, self._files_due(), resumed, self.log)
     self._prune_restart_checkpoints()
 
 # %% ../nbs/03_trainer.ipynb #c0b443c4
 @patch
-def plot(self:TrainerAE, n:int=8)->tuple[Figure, Figure]:
+def plot(self:TrainerAE, n:int=8, # how many validation samples to show
+        )->tuple[Figure, Figure]:   # the reconstructions and the loss curves
     "Save reconstructions of `n` validation samples and the loss curves; return both figures."
     loader = self.val_loader if self._has_val else self.train_loader
     batch = self._batch_to_device(next(iter(_epoch_batches(loader, 0)))[:n])
