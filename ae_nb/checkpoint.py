@@ -24,6 +24,7 @@ __all__ = ['CHECKPOINT_FORMAT', 'CHECKPOINT_NAMES', 'CheckpointError', 'RestartE
 class CheckpointError(ValueError):
     "A checkpoint file is missing, damaged (truncated, altered) or not an ae_nb checkpoint."
 
+# %% ../nbs/03a_checkpoint.ipynb #8f09c2ad
 class RestartError(ValueError):
     "A checkpoint cannot resume this run (different model shape, data or batches per epoch)."
 
@@ -33,8 +34,9 @@ CHECKPOINT_NAMES = {'latest': 'latest.pth', 'best': 'best.pth', 'emergency': 'em
                     'final': 'final_checkpoint.pth'}
 
 # %% ../nbs/03a_checkpoint.ipynb #5ad972cb
-def plain_data(x):
-    "`x` with numpy values, tuples and paths turned into plain Python (what `weights_only` loading accepts)."
+def plain_data(x, # nested dicts, lists, tuples, numpy values, paths and plain values
+              ):
+    "`x` with numpy values, tuples and paths as plain Python (what `weights_only` loading accepts)."
     if isinstance(x, dict): return {k: plain_data(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)): return [plain_data(v) for v in x]
     if isinstance(x, np.ndarray): return x.tolist()
@@ -53,7 +55,8 @@ def get_rng_state()->dict:
             'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
 
 # %% ../nbs/03a_checkpoint.ipynb #3346e0da
-def set_rng_state(state:dict):
+def set_rng_state(state:dict, # as `get_rng_state` returned it (or a checkpoint's `rng`)
+                 ):
     "Restore generator states saved by `get_rng_state`."
     random.setstate(tuple(v if not isinstance(v, list) else tuple(v) for v in state['python']))
     np_state = state['numpy']
@@ -64,7 +67,9 @@ def set_rng_state(state:dict):
         torch.cuda.set_rng_state_all(state['cuda'][:torch.cuda.device_count()])
 
 # %% ../nbs/03a_checkpoint.ipynb #b1e70ae3
-def _digest(obj, h):
+def _digest(obj, # nested dicts, lists, tensors and plain values
+            h,   # a `hashlib` hash, updated in place
+           ):
     "Feed `obj` (nested dicts, lists, tensors, plain values) into hash `h` in a canonical order."
     if isinstance(obj, Tensor):
         t = obj.detach().cpu().contiguous()
@@ -78,7 +83,10 @@ def _digest(obj, h):
         for v in obj: _digest(v, h)
     else: h.update(f"{type(obj).__name__}:{obj!r};".encode())
 
-def checkpoint_digest(checkpoint:dict)->str:
+# %% ../nbs/03a_checkpoint.ipynb #3fa56dbc
+def checkpoint_digest(checkpoint:dict, # the checkpoint's contents
+                     )->str:           # hex SHA-256
+
     "SHA-256 of everything in `checkpoint` except its own `sha256` entry."
     h = hashlib.sha256()
     _digest({k: v for k, v in checkpoint.items() if k != 'sha256'}, h)
@@ -87,8 +95,9 @@ def checkpoint_digest(checkpoint:dict)->str:
 # %% ../nbs/03a_checkpoint.ipynb #d072cef7
 _write_counts = {}
 
-def _maybe_pause(path:Path):
-    "Test hook: pause write N of files named `STEM*` when `AE_NB_TEST_PAUSE_IN_SAVE` is `STEM:N[:SECONDS]`."
+def _maybe_pause(path:Path, # the file being written
+                ):
+    "Test hook: pause write N of `STEM*` files if `AE_NB_TEST_PAUSE_IN_SAVE` is `STEM:N[:SECONDS]`."
     spec = os.environ.get('AE_NB_TEST_PAUSE_IN_SAVE')
     if not spec: return
     stem, nth, seconds = (spec.split(':') + ['', ''])[:3]
@@ -99,14 +108,18 @@ def _maybe_pause(path:Path):
         time.sleep(float(seconds or 3600))
 
 # %% ../nbs/03a_checkpoint.ipynb #655f8226
-def _fsync_dir(path:Path):
+def _fsync_dir(path:Path, # a folder
+              ):
     "Make the renames inside folder `path` durable."
     if not hasattr(os, 'O_DIRECTORY'): return
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try: os.fsync(fd)
     finally: os.close(fd)
 
-def _write_failed(e:OSError, path:Path)->OSError:
+# %% ../nbs/03a_checkpoint.ipynb #4da240b0
+def _write_failed(e:OSError,  # the error of the failed write
+                  path:Path,  # the file that was being replaced
+                 )->OSError:
     "`e` reworded to name `path` and say whether the previous file survived."
     kept = 'the previous file is unchanged' if path.exists() else 'nothing was written'
     return type(e)(e.errno, f"could not write {path} ({e.strerror}); {kept}")
@@ -115,7 +128,7 @@ def _write_failed(e:OSError, path:Path)->OSError:
 def atomic_write_bytes(data:bytes, # complete file contents
                        path:Path,  # destination; replaced only once `data` is safely on disk
                       )->Path:
-    "Write `data` to `path` atomically: temp file in the same folder, fsync, `os.replace`, fsync the folder."
+    "Write `data` to `path` atomically: temp file beside it, fsync, `os.replace`, fsync the folder."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix='.tmp', dir=path.parent)
@@ -134,8 +147,10 @@ def atomic_write_bytes(data:bytes, # complete file contents
     return path
 
 # %% ../nbs/03a_checkpoint.ipynb #3654aedb
-def _map_tensors(obj, fn:Callable):
-    "`obj` with `fn` applied to every tensor in it (dicts, lists and tuples rebuilt, other values shared)."
+def _map_tensors(obj,         # nested dicts, lists, tuples, tensors and other values
+                 fn:Callable, # applied to every tensor
+                ):
+    "`obj` with `fn` applied to each tensor (dicts, lists, tuples rebuilt; other values shared)."
     if isinstance(obj, Tensor): return fn(obj)
     if isinstance(obj, dict): return {k: _map_tensors(v, fn) for k, v in obj.items()}
     if isinstance(obj, list): return [_map_tensors(v, fn) for v in obj]
@@ -152,6 +167,7 @@ def checkpoint_bytes(checkpoint:dict, # tensors and plain values only
     torch.save(checkpoint, buffer)
     return buffer.getbuffer()
 
+# %% ../nbs/03a_checkpoint.ipynb #f0726862
 def save_checkpoint_file(checkpoint:dict, # tensors and plain values only
                          path:Path,       # destination `.pth`
                         )->Path:
@@ -159,30 +175,35 @@ def save_checkpoint_file(checkpoint:dict, # tensors and plain values only
     return atomic_write_bytes(checkpoint_bytes(checkpoint), path)
 
 # %% ../nbs/03a_checkpoint.ipynb #63fd40ba
-def _load_problem(e:Exception)->str:
+def _load_problem(e:Exception, # what `torch.load` raised
+                 )->str:
     "The line of a `torch.load` failure worth showing: the unpickler's reason, else the first line."
     lines = [l.strip() for l in str(e).splitlines() if l.strip()] or [type(e).__name__]
     return next((l for l in lines if l.startswith('WeightsUnpickler error')), lines[0])[:300]
 
+# %% ../nbs/03a_checkpoint.ipynb #351a52c8
 def load_checkpoint(path:str|Path,         # checkpoint file
                     map_location='cpu',    # where tensors are loaded
                    )->dict:                # the verified checkpoint
-    "Load a checkpoint written by `save_checkpoint_file`; `CheckpointError` naming the file if damaged."
+    "Load a checkpoint written by `save_checkpoint_file`; `CheckpointError` naming a damaged file."
     path = Path(path)
     if not path.is_file(): raise CheckpointError(f"{path}: checkpoint not found")
     try: checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        raise CheckpointError(f"{path}: damaged or not a checkpoint (cannot load it: {_load_problem(e)})") \
-            from None
+        raise CheckpointError(f"{path}: damaged or not a checkpoint "
+                              f"(cannot load it: {_load_problem(e)})") from None
     if not isinstance(checkpoint, dict) or checkpoint.get('format') != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: not an ae_nb checkpoint (no '{CHECKPOINT_FORMAT}' format tag)")
+        raise CheckpointError(f"{path}: not an ae_nb checkpoint "
+                              f"(no '{CHECKPOINT_FORMAT}' format tag)")
     if checkpoint.get('sha256') != checkpoint_digest(checkpoint):
-        raise CheckpointError(f"{path}: damaged checkpoint (its SHA-256 does not match the contents)")
+        raise CheckpointError(f"{path}: damaged checkpoint "
+                              "(its SHA-256 does not match the contents)")
     return checkpoint
 
 # %% ../nbs/03a_checkpoint.ipynb #e03213a8
-def match_state_layout(optimizer:torch.optim.Optimizer):
-    "Give every per-parameter state tensor its parameter's memory layout (fused optimizers need it)."
+def match_state_layout(optimizer:torch.optim.Optimizer, # just loaded from a state dict
+                      ):
+    "Give each per-parameter state tensor its parameter's memory layout (fused optimizers need it)."
     for group in optimizer.param_groups:
         for p in group['params']:
             for k, v in optimizer.state.get(p, {}).items():
@@ -190,22 +211,27 @@ def match_state_layout(optimizer:torch.optim.Optimizer):
                     optimizer.state[p][k] = torch.empty_like(p, dtype=v.dtype).copy_(v)
 
 # %% ../nbs/03a_checkpoint.ipynb #b780b048
-def host_snapshot(obj)->tuple[object, object]:
-    "A private copy of `obj` with every tensor in host memory, and the CUDA event that ends the copies."
+def host_snapshot(obj, # a state dict (nested dicts, lists, tensors, plain values)
+                 )->tuple[object, object]: # the copy and the CUDA event (None: no CUDA tensors)
+    "A private copy of `obj`, every tensor in host memory, and the CUDA event that ends the copies."
     streams = set()
     def copy_(x:Tensor)->Tensor:
         x = x.detach()
-        if not x.is_cuda: return x.to('cpu', copy=True)   # keeps the layout (optimizer state needs it)
+        # keeps the layout (optimizer state needs it)
+        if not x.is_cuda: return x.to('cpu', copy=True)
         out = torch.empty_like(x, device='cpu', pin_memory=True)   # pinned, same layout, no wait
         streams.add(x.device); return out.copy_(x, non_blocking=True)
     out, event = _map_tensors(obj, copy_), None
-    if streams: event = torch.cuda.Event(); event.record(torch.cuda.current_stream(next(iter(streams))))
+    if streams:
+        event = torch.cuda.Event(); event.record(torch.cuda.current_stream(next(iter(streams))))
     return out, event
 
 # %% ../nbs/03a_checkpoint.ipynb #0bf2f257
 class CheckpointWriter:
-    "Runs checkpoint writes in order, one at a time, on a background thread; errors reach the next call."
-    def __init__(self, background:bool=True): # False: run each write at once, in the caller's thread
+    "Runs checkpoint writes in order, one at a time, on its own thread; errors reach the next call."
+    def __init__(self,
+                 background:bool=True, # False: run each write at once, in the caller's thread
+                ):
         self.background, self._pool, self._job = background, None, None
 
     def wait(self):
@@ -215,13 +241,15 @@ class CheckpointWriter:
 
 # %% ../nbs/03a_checkpoint.ipynb #e722f765
 @patch
-def submit(self:CheckpointWriter, fn:Callable, *args):
+def submit(self:CheckpointWriter, fn:Callable, # the write to run
+           *args):                              # its arguments
     "Run `fn(*args)` in the background once the previous write has finished (raising its error)."
     self.wait()
     if not self.background: fn(*args); return
     if self._pool is None: self._pool = ThreadPoolExecutor(1, thread_name_prefix='ae_nb-checkpoint')
     self._job = self._pool.submit(fn, *args)
 
+# %% ../nbs/03a_checkpoint.ipynb #a0a46c2c
 @patch
 def close(self:CheckpointWriter):
     "Wait for the current write, then stop the thread (safe to call more than once)."
@@ -230,11 +258,13 @@ def close(self:CheckpointWriter):
         if self._pool is not None: self._pool.shutdown(); self._pool = None
 
 # %% ../nbs/03a_checkpoint.ipynb #7250b3cc
-def _checkpoint_candidates(folder:Path)->list[Path]:
+def _checkpoint_candidates(folder:Path, # a run's `checkpoints/`
+                          )->list[Path]:
     "Checkpoint files of a run that a restart may resume from, most preferred first on a tie."
     restarts = sorted(folder.glob('restart_e*.pth'), reverse=True)
     return [folder/'emergency.pth', folder/'latest.pth', folder/'final_checkpoint.pth', *restarts]
 
+# %% ../nbs/03a_checkpoint.ipynb #9f2d2a3f
 def find_restart_checkpoint(run_dir:str|Path,   # run folder (holds `checkpoints/`)
                             log:Callable=print, # where skipped files are reported
                            )->Path|None:        # newest valid checkpoint, None if there is none
@@ -258,14 +288,17 @@ def prune_restart_checkpoints(folder:Path, # a run's `checkpoints/`
     for _, path in numbered[:-keep_last]: path.unlink(missing_ok=True)
 
 # %% ../nbs/03a_checkpoint.ipynb #dd47b316
-def checkpoint_epoch(path:Path)->int|None:
-    "The epoch at whose end checkpoint `path` was written; None if it is missing, damaged or mid-epoch."
+def checkpoint_epoch(path:Path, # a checkpoint file
+                    )->int|None:
+    "The epoch at whose end checkpoint `path` was written; None if missing, damaged or mid-epoch."
     try: ck = load_checkpoint(path)
     except CheckpointError: return None
     return ck['epoch'] if ck['step_in_epoch'] == 0 else None
 
-def best_epoch_of(history:dict)->int:
-    "The epoch whose state `best.pth` holds: the first with the lowest validation (else training) loss."
+# %% ../nbs/03a_checkpoint.ipynb #1b7a1079
+def best_epoch_of(history:dict, # a checkpoint's `history`
+                 )->int:        # 0 if no epoch has a finite loss
+    "The epoch `best.pth` holds: the first with the lowest validation loss (else training loss)."
     val = [v for v in history.get('val_loss') or [] if v is not None]
     metric = history['val_loss'] if val else history.get('train_loss') or []
     finite = [(v, i) for i, v in enumerate(metric) if v is not None and math.isfinite(v)]
@@ -277,16 +310,18 @@ def repair_checkpoint_set(folder:Path,       # a run's `checkpoints/`
                           resumed:Path,      # the checkpoint the run resumed from
                           log:Callable=print, # where each repair is reported
                          )->list[str]:       # the names rewritten
-    "Rewrite each checkpoint file that does not hold the epoch it should (a kill between two writes)."
+    "Rewrite each checkpoint file not holding the epoch it should (a kill between two writes)."
     fixed = []
     for name, epoch in due.items():
         if checkpoint_epoch(folder/name) == epoch: continue
         sources = [Path(resumed), folder/'latest.pth', folder/f"restart_e{epoch:04d}.pth"]
         source = next((p for p in sources if checkpoint_epoch(p) == epoch), None)
         if source is None:
-            log(f"restart: WARNING {name} should hold epoch {epoch}, and no checkpoint of that epoch is left")
+            log(f"restart: WARNING {name} should hold epoch {epoch}, "
+                "and no checkpoint of that epoch is left")
             continue
         atomic_write_bytes(source.read_bytes(), folder/name)
-        log(f"restart: {name} did not hold epoch {epoch} (a write was cut short); copied it from {source.name}")
+        log(f"restart: {name} did not hold epoch {epoch} (a write was cut short); "
+            f"copied it from {source.name}")
         fixed.append(name)
     return fixed
