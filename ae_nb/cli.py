@@ -4,21 +4,31 @@
 
 # %% ../nbs/06_cli.ipynb #4c3eb786
 from __future__ import annotations
-import argparse, atexit, logging, os, shlex, signal, sys, threading, time
+import os, signal, sys
+
+EARLY_INTERRUPT = "ae_train: interrupted before training started; nothing was written"
+
+def _interrupted_while_importing(signum, frame):
+    "SIGINT while the `ae_train` console script is still importing this module: one line, exit 130."
+    os.write(2, f"{EARLY_INTERRUPT}\n".encode()); os._exit(130)
+
+if (os.path.basename(sys.argv[0]) == 'ae_train'   # the console script, nothing else
+        and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+    signal.signal(signal.SIGINT, _interrupted_while_importing)
+
+import argparse, atexit, glob, logging, re, shlex, threading, time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from fastcore.basics import patch
 
-from .config import (AEConfig, ConfigError, apply_config_overrides, config_to_yaml,
-                          load_config, run_dir, validate_configuration)
-from .runfolder import claim_run_folder, results_dir_problem, set_aside_previous_run
-
 # %% auto #0
-__all__ = ['EXIT_OK', 'EXIT_ERROR', 'EXIT_SIGHUP', 'EXIT_SIGINT', 'EXIT_SIGTERM', 'SMALL_STEP_FLOPS', 'USER_ERRORS',
-           'parse_arguments', 'resolve_config', 'setup_logging', 'attach_log_file', 'Environment', 'setup_environment',
-           'auto_threads', 'resume_command', 'exit_code_for', 'handle_training_interruption', 'main',
-           'environment_problems', 'cli_main', 'report_main', 'embed_main', 'score_main']
+__all__ = ['EARLY_INTERRUPT', 'EXIT_OK', 'EXIT_ERROR', 'EXIT_SIGHUP', 'EXIT_SIGINT', 'EXIT_SIGTERM', 'SMALL_STEP_FLOPS',
+           'USER_ERRORS', 'parse_arguments', 'resolve_config', 'setup_logging', 'attach_log_file', 'Environment',
+           'setup_environment', 'model_profile', 'model_summary', 'auto_threads', 'resume_command', 'exit_code_for',
+           'handle_training_interruption', 'main', 'raw_glob_problem', 'environment_problems', 'cli_main',
+           'report_main', 'embed_main', 'score_main']
 
 # %% ../nbs/06_cli.ipynb #596725ad
 EXIT_OK, EXIT_ERROR, EXIT_SIGHUP, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 129, 130, 143
@@ -47,6 +57,7 @@ def parse_arguments(argv:list[str]|None=None, # arguments (default: `sys.argv[1:
 def resolve_config(args:argparse.Namespace, # from `parse_arguments`
                   )->AEConfig:
     "Load, override and validate the configuration named by `args` (raises `ConfigError`)."
+    from ae_nb.config import apply_config_overrides, load_config, validate_configuration
     overrides = list(args.override)
     if args.restart: overrides += ['training.restart=true', f"training.restart_from={args.restart}"]
     return validate_configuration(apply_config_overrides(load_config(args.config), overrides))
@@ -111,6 +122,8 @@ def setup_environment(config:AEConfig, # resolved configuration
                      )->Environment:
     "Set threads, seeds and determinism, claim the run folder, start logging (nothing written yet)."
     import torch
+    from ae_nb.config import run_dir
+    from ae_nb.runfolder import claim_run_folder
     from ae_nb.trainer import seed_everything
     if config.resources.threads: torch.set_num_threads(config.resources.threads)
     seed_everything(config.experiment.seed, config.experiment.deterministic)
@@ -130,6 +143,8 @@ def commit(self:Environment,
            fresh:bool=True, # a new run: move an earlier run in the folder aside first
           ):
     "Own the folder: set an earlier run aside (if fresh), write config.yaml, open train.log."
+    from ae_nb.config import config_to_yaml
+    from ae_nb.runfolder import set_aside_previous_run
     if self.committed or self.lock is None: return
     if fresh: set_aside_previous_run(self.run_dir, self.log.info)
     text = config_to_yaml(self.config)
@@ -137,26 +152,71 @@ def commit(self:Environment,
     attach_log_file(self.log, self.run_dir/'train.log')
     self.committed = True
 
+# %% ../nbs/06_cli.ipynb #1b1a6180
+def _stages(model, # an `nn.Module` whose top-level blocks run in order
+           ):      # yields (name, module)
+    "The model's stages: each top-level block, or the blocks inside one made of blocks."
+    from torch import nn
+    for name, block in model.named_children():
+        inner = list(block.named_children())
+        if any(isinstance(m, nn.Sequential) for _, m in inner):
+            yield from ((f"{name}.{i}", m) for i, m in inner)
+        else: yield name, block
+
+# %% ../nbs/06_cli.ipynb #08a5fd17
+def model_profile(model,  # a `CNNAutoencoder`: stages, parameters and an `input_shape`
+                 )->dict: # 'flops': a sample's work; 'stages': (name, layers, shape, params)
+    "Floating-point work and each stage's output shape, from one forward pass of a zero sample."
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+    stages, shapes = dict(_stages(model)), {}
+    def keep(name):   # a forward hook that returns nothing, so the output passes unchanged
+        def hook(module, inputs, out): shapes.setdefault(name, tuple(out.shape[1:]))
+        return hook
+    hooks = [m.register_forward_hook(keep(n)) for n, m in stages.items()]
+    was_training, p = model.training, next(model.parameters())
+    try:
+        model.eval()
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(torch.zeros(1, *model.input_shape, device=p.device, dtype=p.dtype))
+    finally:
+        for h in hooks: h.remove()
+        model.train(was_training)
+    layers = lambda m: ', '.join(type(c).__name__ for c in m.children()) or type(m).__name__
+    params = lambda m: sum(q.numel() for q in m.parameters())
+    return {'flops': counter.get_total_flops(),
+            'stages': [(n, layers(stages[n]), shapes[n], params(stages[n])) for n in shapes]}
+
+# %% ../nbs/06_cli.ipynb #22b79aa4
+def model_summary(model,               # a `CNNAutoencoder`
+                  profile:dict|None=None, # from `model_profile` (default: profiled here)
+                 )->list[str]:          # the lines to print
+    "Lines on `model`: size, input, code and work, then each stage's layers, output and parameters."
+    profile = profile or model_profile(model)
+    rows = [('stage', 'layers', 'output', 'params')]
+    rows += [(n, l, 'x'.join(map(str, s)), f"{c:,}") for n, l, s, c in profile['stages']]
+    w = [max(len(r[i]) for r in rows) for i in range(4)]
+    size = 'x'.join(map(str, model.input_shape))
+    head = (f"model: {sum(p.numel() for p in model.parameters()):,} parameters, input {size} -> "
+            f"code {model.embedding_dim}, {profile['flops'] / 1e6:.3g} MFLOP per sample (forward)")
+    return [head] + [f"  {a:<{w[0]}}  {b:<{w[1]}}  {c:>{w[2]}}  {d:>{w[3]}}" for a, b, c, d in rows]
+
 # %% ../nbs/06_cli.ipynb #3de88e8d
 SMALL_STEP_FLOPS = 1e9  # forward + backward work per step below which one CPU thread is fastest
 
-def auto_threads(model,              # the autoencoder, with `input_shape`
-                 batch_size:int,     # samples per training step
-                )->int|None:         # 1 for small models, None to keep PyTorch's choice
+def auto_threads(model,                  # the autoencoder, with `input_shape`
+                 batch_size:int,         # samples per training step
+                 flops:float|None=None,  # one sample's forward work (default: `model_profile`'s)
+                )->int|None:             # 1 for small models, None to keep PyTorch's choice
     "CPU threads for training `model`: one when a step is too small to share between cores."
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-    was_training = model.training
-    model.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(torch.zeros(1, *model.input_shape))
-    model.train(was_training)
-    return 1 if 3 * counter.get_total_flops() * batch_size < SMALL_STEP_FLOPS else None
+    flops = model_profile(model)['flops'] if flops is None else flops
+    return 1 if 3 * flops * batch_size < SMALL_STEP_FLOPS else None
 
 # %% ../nbs/06_cli.ipynb #b6bdbf48
 def resume_command(config:AEConfig, # the run's resolved configuration
                   )->str:
     "The shell command that resumes this run from its newest valid checkpoint."
+    from ae_nb.config import run_dir
     cfg_file = run_dir(config)/'config.yaml'
     cmd = f"ae_train --config {shlex.quote(str(cfg_file))} --restart auto"
     if int(os.environ.get('WORLD_SIZE', '1')) > 1:  # launched by torchrun: resume the same way
@@ -224,8 +284,7 @@ class _DeferSignals:
         for s, h in self.saved.items(): signal.signal(s, h)
 
 # %% ../nbs/06_cli.ipynb #4d1b7f3a
-USER_ERRORS = ('ConfigError', 'DataError', 'RestartError', 'CheckpointError', 'RunFolderBusy',
-               'ReportError')
+USER_ERRORS = ('ConfigError', 'DataError', 'RestartError', 'CheckpointError', 'RunFolderBusy')
 
 # %% ../nbs/06_cli.ipynb #5b7e0a93
 def handle_training_interruption(trainer,            # the `TrainerAE`, or None before training
@@ -265,7 +324,6 @@ class _SignalHandlers:
                 return say_in_handler(f"{name}: already stopping; saving and cleaning up first "
                                       "(SIGKILL stops at once)", signum)
             self.stopping = True
-            say_in_handler(f"{name}: stopping", signum)
             raise TrainingInterrupted(signum)
         self.saved = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
         return self
@@ -301,10 +359,8 @@ def _run_ended(code:int, # the run's exit code
 def main(config:AEConfig)->int:
     "Train, report and save one run described by `config`; return the exit code."
     from ae_nb.data import make_loaders, print_inputdata_stats
-    from ae_nb.model import model_from_config
     from ae_nb.trainer import (TrainerAE, get_training_params, log_hyperparameters,
                                init_distributed, close_distributed)
-    import torch
     start, trainer, env, code = time.time(), None, None, EXIT_ERROR
     log = setup_logging(config.logging.level)
     with _SignalHandlers() as signals:
@@ -315,10 +371,7 @@ def main(config:AEConfig)->int:
             splits = _load_data_rank0_first(config, log, rank, world_size)
             train_loader, val_loader, test_loader = make_loaders(splits, config, rank, world_size)
             print_inputdata_stats(splits, log=log.info)
-            model = model_from_config(config.model, splits.sample_shape)
-            if (config.resources.threads is None
-                    and (threads := auto_threads(model, config.data.batch_size))):
-                torch.set_num_threads(threads)
+            model = _build_model(config, splits.sample_shape, log)
             trainer = TrainerAE(model, config, train_loader, val_loader, norm=splits.norm,
                                 data_fingerprint=splits.fingerprint, run_dir=env.run_dir,
                                 log=log.info)
@@ -355,6 +408,22 @@ def _setup_all_ranks(config:AEConfig, # resolved configuration
                                "(rank 0's output says why)")
     if error is not None: raise error
     return env
+
+# %% ../nbs/06_cli.ipynb #e4ebb9c7
+def _build_model(config:AEConfig,    # resolved configuration
+                 sample_shape:tuple, # (C, H, W) of the data's samples
+                 log:logging.Logger, # run logger
+                ):                   # the `CNNAutoencoder`
+    "Build the run's model, print its summary; one CPU thread for a model too small to share."
+    import torch
+    from ae_nb.model import model_from_config
+    model = model_from_config(config.model, sample_shape)
+    profile = model_profile(model)
+    for line in model_summary(model, profile): log.info(line)
+    if config.resources.threads is None:
+        if threads := auto_threads(model, config.data.batch_size, profile['flops']):
+            torch.set_num_threads(threads)
+    return model
 
 # %% ../nbs/06_cli.ipynb #4e8b1f07
 def _load_data_rank0_first(config:AEConfig,    # resolved configuration
@@ -409,13 +478,31 @@ def _finish_run(trainer,         # the `TrainerAE` that finished
     print_final_results(results, log=env.log.info)
     return EXIT_OK
 
+# %% ../nbs/06_cli.ipynb #80a351cd
+def raw_glob_problem(raw_glob:str|list[str]|None, # `data.raw_glob`: glob(s) of raw folders or files
+                    )->str|None:                  # what is wrong; None when some glob matches
+    "Why `raw_glob` cannot lead to any file, checked cheaply: globs are expanded up to a `**`."
+    if raw_glob is None: return None
+    patterns = [raw_glob] if isinstance(raw_glob, str) else list(raw_glob)
+    def head(pattern):   # the glob up to its first `**`
+        pattern = os.path.expanduser(pattern)
+        parts = Path(pattern).parts
+        return str(Path(*parts[:parts.index('**')])) if '**' in parts else pattern
+    try:
+        if any(glob.glob(head(p)) for p in patterns): return None
+    except (OSError, ValueError): pass
+    return f"{raw_glob!r} matches no file or folder"
+
 # %% ../nbs/06_cli.ipynb #2a5c7e19
 def environment_problems(config:AEConfig, # resolved configuration
                         )->list[str]:     # one line per problem, as `key: problem`
     "What stops `config` from running on this machine, found without writing anything."
+    from ae_nb.runfolder import results_dir_problem
     if int(os.environ.get('RANK', '0')): return []   # rank 0 checks for everyone
-    problem = results_dir_problem(config.experiment.results_dir)
-    return [f"experiment.results_dir: {problem}"] if problem else []
+    found = {'experiment.results_dir': results_dir_problem(config.experiment.results_dir)}
+    if config.data.source == 'folder':
+        found['data.raw_glob'] = raw_glob_problem(config.data.raw_glob)
+    return [f"{key}: {problem}" for key, problem in found.items() if problem]
 
 # %% ../nbs/06_cli.ipynb #4af2b447
 def _print_problems(problems:list[str], # lines of `ConfigError.problems`
@@ -426,15 +513,23 @@ def _print_problems(problems:list[str], # lines of `ConfigError.problems`
     for p in problems: print(f"  {p}", file=sys.stderr)
     return EXIT_ERROR
 
+# %% ../nbs/06_cli.ipynb #c833f189
+def _announce(line:str, # what the run is doing now
+             ):
+    "Print `line` at once, flushed, on rank 0 only."
+    if not int(os.environ.get('RANK', '0')): print(line, flush=True)
+
 # %% ../nbs/06_cli.ipynb #7a0e4c2d
 def _run(args:argparse.Namespace, # from `parse_arguments`
         )->int:
     "Resolve the configuration, then dry-run, validate or train; return the exit code."
+    from ae_nb.config import ConfigError, config_to_yaml
     try: config = resolve_config(args)
     except ConfigError as e: return _print_problems(e.problems)
     if args.dry_run: print(config_to_yaml(config), end=''); return EXIT_OK
     if problems := environment_problems(config): return _print_problems(problems)
     if args.validate_config: print('valid'); return EXIT_OK
+    _announce("ae_train: configuration valid; starting PyTorch ...")
     return main(config)
 
 # %% ../nbs/06_cli.ipynb #b1e5d2c8
@@ -442,11 +537,14 @@ def cli_main(argv:list[str]|None=None, # arguments (default: `sys.argv[1:]`)
             ):
     "Entry point of `ae_train`: parse arguments, resolve the config; dry-run, validate or train."
     if argv is None: _ExitGuard().install()   # the console script (a notebook keeps its handlers)
-    args = parse_arguments(argv)
-    try: code = _run(args)
+    try:
+        args = parse_arguments(argv)
+        if not (args.dry_run or args.validate_config):
+            _announce("ae_train: checking the configuration ...")
+        code = _run(args)
     except KeyboardInterrupt:
-        print("ae_train: interrupted before training started; nothing was written", file=sys.stderr)
-        code = EXIT_SIGINT
+        _run_ended(code := EXIT_SIGINT)
+        print(EARLY_INTERRUPT, file=sys.stderr)
     _run_ended(code)
     sys.exit(code)
 
@@ -476,11 +574,40 @@ def _add_input_args(p:argparse.ArgumentParser, # a parser from `_tool_parser`
     p.add_argument('--layout', default='auto', choices=['auto', 'HW', 'CHW', 'NHW', 'NCHW'],
                    help="axes of 3-axis arrays")
 
+# %% ../nbs/06_cli.ipynb #aa0e6e0b
+_TOOL_FLAGS = {'raw_glob': '--input', 'layout': '--layout', 'npz_key': '--npz-key',
+               'skip_bad_files': '--skip-bad-files'}   # data setting -> flag of ae_embed, ae_score
+
+def _tool_message(message:str, # a message of the data chapter
+                 )->str:       # the same in the words of the tools' flags
+    "`message` with each data setting it names replaced by the flag of `ae_embed` and `ae_score`."
+    message = re.sub(r"set data\.skip_bad_files: ?true", "add --skip-bad-files", message)
+    return re.sub(r"\bdata\.(raw_glob|layout|npz_key|skip_bad_files)\b",
+                  lambda m: _TOOL_FLAGS[m[1]], message)
+
+# %% ../nbs/06_cli.ipynb #3ea2a548
+@contextmanager
+def _in_flag_words():
+    "Re-raise a `DataError` from inside in the words of the tools' flags (`_tool_message`)."
+    from ae_nb.data import BadFileError, DataError
+    try: yield
+    except DataError as e:
+        message = _tool_message(str(e))
+        if isinstance(e, BadFileError) and '--skip-bad-files' not in message:
+            message += " (add --skip-bad-files to skip unreadable files)"
+        raise DataError(message) from None
+
+def _tool_log(message:str, # a line for the user: a warning, a skipped file
+             ):
+    "Print `message` on stderr, in the words of the tools' flags."
+    print(_tool_message(message), file=sys.stderr)
+
 # %% ../nbs/06_cli.ipynb #3e9f6c0a
 def _tool_main(run,                  # the tool's work, called with `argv`
                argv:list[str]|None, # arguments (None: `sys.argv[1:]`)
               ):
     "Run a checkpoint tool: user mistakes become one line on stderr and exit code 1."
+    from ae_nb.config import ConfigError
     from ae_nb.data import DataError
     from ae_nb.trainer import CheckpointError
     try: run(argv)
@@ -535,8 +662,9 @@ def _embed(argv, # `ae_embed`'s arguments
     args = p.parse_args(argv)
     import numpy as np
     from ae_nb.report import embed_files
-    codes, index = embed_files(args.checkpoint, args.input, args.batch_size, args.device,
-                               args.skip_bad_files, args.npz_key, args.layout)
+    with _in_flag_words():
+        codes, index = embed_files(args.checkpoint, args.input, args.batch_size, args.device,
+                                   args.skip_bad_files, args.npz_key, args.layout, _tool_log)
     out = Path(args.output).with_suffix('.npy')
     _write_atomic(out, lambda tmp: np.save(tmp, codes))
     _write_csv(out.with_suffix('.csv'), ['row', 'file', 'position'],
@@ -563,8 +691,9 @@ def _score(argv, # `ae_score`'s arguments
                    help="flag samples above this MSE (default: the threshold in the run's report)")
     args = p.parse_args(argv)
     from ae_nb.report import score_files
-    s = score_files(args.checkpoint, args.input, args.threshold, args.batch_size, args.device,
-                    args.skip_bad_files, args.npz_key, args.layout)
+    with _in_flag_words():
+        s = score_files(args.checkpoint, args.input, args.threshold, args.batch_size, args.device,
+                        args.skip_bad_files, args.npz_key, args.layout, _tool_log)
     flags = s['flagged'] if s['flagged'] is not None else [''] * len(s['mse'])
     rows = ((f, pos, f"{m:.6g}", flag if flag == '' else int(flag))
             for (f, pos), m, flag in zip(s['index'], s['mse'], flags))

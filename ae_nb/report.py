@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 from torch import nn
 
 import ae_nb
@@ -29,9 +29,10 @@ from .trainer import CheckpointError, load_checkpoint
 __all__ = ['METRICS', 'SSIM_WINDOW', 'ssim', 'per_sample_metrics', 'reconstruction_metrics', 'encode_array', 'fit_pca',
            'pca_reconstruct', 'pca_baseline', 'anomaly_threshold', 'write_atomic', 'plot_best_worst', 'model_recon_fn',
            'plot_error_histogram', 'plot_loss_curves', 'embedding_map_2d', 'plot_embedding_map', 'data_range_for',
-           'evaluate_splits', 'write_per_sample_csv', 'report_markdown', 'write_report', 'check_sample_shape',
-           'generate_full_report', 'load_model', 'checkpoint_run_dir', 'stored_threshold', 'anomaly_scores',
-           'report_from_checkpoint', 'file_samples', 'embed_files', 'score_files', 'print_final_results']
+           'evaluate_splits', 'write_per_sample_csv', 'pca_comparison', 'report_markdown', 'write_report',
+           'check_sample_shape', 'generate_full_report', 'load_model', 'checkpoint_run_dir', 'stored_threshold',
+           'anomaly_scores', 'report_from_checkpoint', 'file_samples', 'embed_files', 'score_files',
+           'print_final_results']
 
 # %% ../nbs/04_report.ipynb #8418099f
 METRICS = ('mse', 'mae', 'psnr', 'ssim')  # per-sample metrics, in the order reports list them
@@ -379,22 +380,24 @@ def plot_loss_curves(history:dict,              # trainer history: 'epoch', 'tra
     "Train and validation loss per epoch, with the best epoch and an optional baseline."
     fig = Figure(figsize=(7, 4)); ax = fig.subplots()
     epochs = history.get('epoch') or list(range(1, len(history.get('train_loss', [])) + 1))
-    for key, style in (('train_loss', '-'), ('val_loss', '-')):
-        if history.get(key):
-            ax.plot(epochs[:len(history[key])], history[key], style, marker='.',
-                    label=key.replace('_', ' '))
-    val = [v for v in history.get('val_loss') or [] if v is not None and math.isfinite(v)]
-    if val:
-        best = int(np.argmin(history['val_loss']))
-        ax.plot(epochs[best], history['val_loss'][best], 'o', mfc='none', ms=10, color='k',
-                label=f"best val {val[best]:.3g} (epoch {epochs[best]:g})")
-    if evaluated_epoch is not None and (not val or evaluated_epoch != epochs[best]):
+    for key in ('train_loss', 'val_loss'):
+        if values := history.get(key):   # a missing loss (None) is a gap in the curve
+            ax.plot(epochs[:len(values)], [math.nan if v is None else v for v in values], '-',
+                    marker='.', label=key.replace('_', ' '))
+    finite = [(v, e) for v, e in zip(history.get('val_loss') or [], epochs)
+              if v is not None and math.isfinite(v)]
+    best = min(finite) if finite else None   # (loss, epoch): the first of the lowest
+    if best is not None:
+        ax.plot(best[1], best[0], 'o', mfc='none', ms=10, color='k',
+                label=f"best val {best[0]:.3g} (epoch {best[1]:g})")
+    if evaluated_epoch is not None and (best is None or evaluated_epoch != best[1]):
         ax.axvline(evaluated_epoch, color='tab:red', ls=':',
                    label=f"evaluated checkpoint (epoch {evaluated_epoch})")
     if baseline is not None:
         ax.axhline(baseline, color='gray', ls='--',
                    label=f"{baseline_label} test MSE {baseline:.3g}")
     ax.set_yscale('log'); ax.set_xlabel('epoch'); ax.set_ylabel('loss'); ax.legend(fontsize=8)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title('Loss curves')
     return _save(fig, path)
 
@@ -547,16 +550,26 @@ def _markdown_row(label:str,  # what the row is about (first column)
     return (f"| {label} | {fmt(m['mse'], '.4g')} | {fmt(m['mae'], '.4g')} | "
             f"{fmt(m['psnr'], '.2f')} | {fmt(m.get('ssim'), '.3f')} |")
 
+# %% ../nbs/04_report.ipynb #a09cb2bc
+def pca_comparison(ratio:float, # autoencoder test MSE / PCA test MSE
+                  )->str:       # e.g. '4 % lower error than PCA', '2.2x lower error than PCA'
+    "The autoencoder's test error against PCA's, in words: a factor from 2x on, else a percentage."
+    if not math.isfinite(ratio) or ratio < 0: return f"an MSE ratio of {ratio} to PCA"
+    if ratio == 0: return "no error at all, unlike PCA"
+    word, factor = 'lower' if ratio < 1 else 'higher', max(ratio, 1 / ratio)
+    if factor >= 2: return f"{factor:.1f}x {word} error than PCA"
+    percent = abs(1 - ratio) * 100
+    if round(percent) == 0: return "about the same error as PCA"
+    return f"{percent:.0f} % {word} error than PCA"
+
 # %% ../nbs/04_report.ipynb #0fda35f7
 def report_markdown(metrics:dict,  # the contents of `metrics.json`
                    )->str:         # Markdown text
     "The text of `report.md` for the contents of `metrics.json`."
     t, p, thr = metrics['test'], metrics['pca'], metrics['threshold']
     ratio = metrics.get('ae_vs_pca_mse_ratio')
-    verdict = (f"The autoencoder's test MSE is **{ratio:.2f}×** that of PCA with "
-               f"{p['n_components']} components "
-               f"({'better' if ratio < 1 else 'not better'} than the linear baseline)."
-               if ratio is not None else '')
+    verdict = (f"The autoencoder has **{pca_comparison(ratio)}** with {p['n_components']} "
+               f"components (test MSE ratio {ratio:.3f})." if ratio is not None else '')
     lines = [f"# Report: {metrics.get('experiment') or 'autoencoder'}", '', verdict, '',
              f"| test set ({t['n']} samples) | MSE | MAE | PSNR (dB) | SSIM |",
              '|---|---|---|---|---|',
@@ -855,6 +868,7 @@ def _over_files(checkpoint,      # any ae_nb checkpoint
                 npz_key,         # array to read from `.npz` files
                 layout,          # axes of 3-axis arrays
                 log,             # where duplicates, skipped files and the range warning go
+                progress=None,   # a bar per file: None on a terminal or notebook, False never
                ):                # (results per file, [(file, position)] per sample)
     "Apply `fn(model, x, norm)` to the samples of every file; return the results and the index."
     model, config, norm = load_model(checkpoint, device)
@@ -862,7 +876,9 @@ def _over_files(checkpoint,      # any ae_nb checkpoint
     if files.duplicates: log(files.note())
     parts, index, low, high = [], [], [], []
     samples = file_samples(files, model.input_shape, npz_key, layout, skip_bad_files, log)
-    for f, x in tqdm(samples, total=len(files), unit='file', disable=None, leave=False):
+    bar = dict(total=len(files), unit='file', leave=False,
+               disable=None if progress is None else not progress)
+    for f, x in tqdm(samples, **bar):
         parts.append(fn(model, x, norm))
         index += [(str(f), i) for i in range(len(x))]
         if len(x): lo, hi = channel_range(x); low.append(lo); high.append(hi)
@@ -880,11 +896,12 @@ def embed_files(checkpoint:str|Path,      # any ae_nb checkpoint
                 npz_key:str|None=None,    # array to read from `.npz` files
                 layout:str='auto',        # axes of 3-axis arrays: 'CHW' or 'NHW'
                 log:Callable=_stderr,     # where skipped files and warnings go
+                progress:bool|None=None,  # a bar per file: None on a terminal or notebook
                )->tuple[np.ndarray, list]: # embeddings (N, E) and [(file, position)] per row
     "Embeddings of every sample in the raw files matching `inputs`."
     embed = lambda m, x, n: encode_array(m, x, n, batch_size, warn=None)
     parts, index = _over_files(checkpoint, inputs, embed, device, skip_bad_files, npz_key, layout,
-                               log)
+                               log, progress)
     return (np.concatenate(parts) if parts else np.empty((0, 0), np.float32)), index
 
 # %% ../nbs/04_report.ipynb #fd4d9b69
@@ -897,12 +914,13 @@ def score_files(checkpoint:str|Path,      # any ae_nb checkpoint
                 npz_key:str|None=None,    # array to read from `.npz` files
                 layout:str='auto',        # axes of 3-axis arrays: 'CHW' or 'NHW'
                 log:Callable=_stderr,     # where skipped files and warnings go
+                progress:bool|None=None,  # a bar per file: None on a terminal or notebook
                )->dict:                   # 'mse' (N,), 'flagged' (N,) or None, 'threshold', 'index'
     "Per-sample reconstruction errors of the files matching `inputs`, flagged against a threshold."
     threshold = stored_threshold(checkpoint) if threshold is None else threshold
     score = lambda m, x, n: anomaly_scores(m, x, n, None, batch_size, warn=None)['mse']
     parts, index = _over_files(checkpoint, inputs, score, device, skip_bad_files, npz_key, layout,
-                               log)
+                               log, progress)
     mse = np.concatenate(parts) if parts else np.empty(0, np.float32)
     return {'mse': mse, 'flagged': None if threshold is None else mse > threshold,
             'threshold': threshold, 'index': index}
@@ -911,9 +929,7 @@ def score_files(checkpoint:str|Path,      # any ae_nb checkpoint
 def _ratio_line(r:float,  # autoencoder test MSE / PCA test MSE
                )->str:
     "The final summary's line comparing the autoencoder's test MSE with PCA's, in words."
-    return (f"autoencoder / PCA test MSE: {r:.3f} ({max(r, 1 / r):.1f}x "
-            f"{'lower' if r < 1 else 'higher'} error than PCA)" if r > 0
-            else "autoencoder / PCA test MSE: 0")
+    return f"autoencoder / PCA test MSE: {r:.3f} ({pca_comparison(r)})"
 
 # %% ../nbs/04_report.ipynb #2a9e58b5
 def print_final_results(results:dict,       # from `generate_full_report`, plus what the caller adds
