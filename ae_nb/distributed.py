@@ -19,11 +19,14 @@ __all__ = ['STOP_CHECK_EVERY', 'DIST_TIMEOUT_S', 'PeerLostError', 'rank_and_worl
            'check_same_checkpoint', 'all_ranks_ok']
 
 # %% ../nbs/03b_distributed.ipynb #0e1cd63e
-STOP_CHECK_EVERY = 10    # steps between stop-flag all-reduces (~0.3 ms each on gloo, a sync on GPUs)
-DIST_TIMEOUT_S = 1800    # seconds a collective waits for a silent peer (`AE_NB_DIST_TIMEOUT_S` overrides)
+# steps between stop-flag all-reduces (~0.3 ms each on gloo, a sync on GPUs)
+STOP_CHECK_EVERY = 10
+# seconds a collective waits for a silent peer (`AE_NB_DIST_TIMEOUT_S` overrides)
+DIST_TIMEOUT_S = 1800
 
+# %% ../nbs/03b_distributed.ipynb #bf85040e
 class PeerLostError(RuntimeError):
-    "Another process of a distributed run died or stopped answering; this one stopped at a step boundary."
+    "Another process of the run died or stopped answering; this one stopped at a step boundary."
 
 # %% ../nbs/03b_distributed.ipynb #b96489c8
 def rank_and_world()->tuple[int, int]:
@@ -32,17 +35,21 @@ def rank_and_world()->tuple[int, int]:
     if dist.is_available() and dist.is_initialized(): return dist.get_rank(), dist.get_world_size()
     return 0, 1
 
-def init_distributed(device:str='auto', # `resources.device`: CUDA (nccl) unless `cpu`/`mps`, else gloo
-                    )->tuple[int, int]: # (rank, world size); (0, 1) outside torchrun
+# %% ../nbs/03b_distributed.ipynb #77298323
+def init_distributed(
+    device:str='auto', # `resources.device`: CUDA (nccl) unless `cpu`/`mps`, else gloo
+)->tuple[int, int]:    # (rank, world size); (0, 1) outside torchrun
     "Join the process group that `torchrun` describes in the environment (`WORLD_SIZE` > 1), once."
     import torch.distributed as dist
     if int(os.environ.get('WORLD_SIZE', '1')) <= 1 or dist.is_initialized(): return rank_and_world()
     cuda = device not in ('cpu', 'mps') and torch.cuda.is_available()
     if cuda: torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', '0')))
-    timeout = datetime.timedelta(seconds=float(os.environ.get('AE_NB_DIST_TIMEOUT_S', DIST_TIMEOUT_S)))
+    seconds = float(os.environ.get('AE_NB_DIST_TIMEOUT_S', DIST_TIMEOUT_S))
+    timeout = datetime.timedelta(seconds=seconds)
     dist.init_process_group('nccl' if cuda else 'gloo', timeout=timeout)
     return rank_and_world()
 
+# %% ../nbs/03b_distributed.ipynb #053bfb7b
 def close_distributed():
     "Leave the process group, if this process joined one (safe to call twice)."
     import torch.distributed as dist
@@ -53,12 +60,15 @@ def wrap_ddp(model:nn.Module,      # the autoencoder, on its device
              device:torch.device,  # this process's device
              compile:str='off',    # `torch.compile` mode (`off`: none)
             )->nn.Module:
-    "`model` in `DistributedDataParallel` (parameters from rank 0), compiled in mode `compile` unless off."
+    "`model` in `DistributedDataParallel` (parameters from rank 0), compiled in mode `compile`."
     from torch.nn.parallel import DistributedDataParallel
-    ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == 'cuda' else None)
+    device_ids = [device.index] if device.type == 'cuda' else None
+    ddp = DistributedDataParallel(model, device_ids=device_ids)
     return compile_model(ddp, compile)
 
-def is_peer_failure(e:BaseException)->bool:
+# %% ../nbs/03b_distributed.ipynb #9c5126eb
+def is_peer_failure(e:BaseException, # the error a collective raised
+                   )->bool:
     "Whether `e` says a collective failed because another process died, hung up or timed out."
     pattern = r'gloo|nccl|connection (reset|closed|refused)|timed out|timeout'
     return (isinstance(e, getattr(torch.distributed, 'DistError', ())) or
@@ -88,10 +98,11 @@ def agreed_signal(signum:int|None,     # the stop signal this process received, 
     return int(flag.item()) or None
 
 # %% ../nbs/03b_distributed.ipynb #883783e2
-def gather_rank_sums(loss_sum:Tensor,     # this process's running loss sum (0-d, on its device)
-                     n_seen:int,          # samples it covers
-                     world_size:int,      # processes of the run
-                    )->Tensor:            # (world_size, 2) float64 on the CPU: sum and count per rank
+def gather_rank_sums(
+    loss_sum:Tensor, # this process's running loss sum (0-d, on its device)
+    n_seen:int,      # samples it covers
+    world_size:int,  # processes of the run
+)->Tensor:           # (world_size, 2) float64 on the CPU: sum and count per rank
     "Every process's running loss sum and sample count, gathered on all of them."
     import torch.distributed as dist
     mine = torch.stack([loss_sum.double(), torch.tensor(float(n_seen), dtype=torch.float64,
@@ -100,27 +111,30 @@ def gather_rank_sums(loss_sum:Tensor,     # this process's running loss sum (0-d
     dist.all_gather(parts, mine)
     return torch.stack(parts).cpu()   # float32 sums survive float64 exactly
 
-def own_rank_sums(per_rank:Tensor|None, # `gather_rank_sums`' result, from a checkpoint
-                  rank:int, world_size:int,
+# %% ../nbs/03b_distributed.ipynb #0da831fb
+def own_rank_sums(per_rank:Tensor|None,     # `gather_rank_sums`' result, from a checkpoint
+                  rank:int,                 # this process's rank
+                  world_size:int,           # processes of the resumed run
                  )->tuple[Tensor, int]|None: # this process's (sum, count); None if not recorded
-    "This process's running loss sum and count from a checkpoint's `per_rank` table, if it has them."
+    "This process's running loss sum and count from a checkpoint's `per_rank` table, if it has it."
     if per_rank is None or len(per_rank) != world_size: return None
     return per_rank[rank, 0].float(), int(per_rank[rank, 1])
 
 # %% ../nbs/03b_distributed.ipynb #d7e7a5de
-def check_same_checkpoint(found_step:int,      # global step of the checkpoint this process found; -1: none
-                          device:torch.device, # where the collective runs
-                          path:Path|None=None, # the checkpoint, for the message
-                         ):
+def check_same_checkpoint(
+    found_step:int,      # global step of the checkpoint this process found; -1: none
+    device:torch.device, # where the collective runs
+    path:Path|None=None, # the checkpoint, for the message
+):
     "`RestartError` unless every process of the run found a checkpoint at the same step."
     import torch.distributed as dist
     step = torch.tensor([found_step, -found_step], dtype=torch.int64, device=device)
     dist.all_reduce(step, op=dist.ReduceOp.MAX)
     low, high = -step[1].item(), step[0].item()
     if low != high:
-        raise RestartError(f"{path}: the processes found checkpoints at different steps ({low} to {high}; "
-                           "-1: none); every node must see the same run folder (a shared file system) "
-                           "or get --restart PATH")
+        raise RestartError(f"{path}: the processes found checkpoints at different steps "
+                           f"({low} to {high}; -1: none); every node must see the same run folder "
+                           "(a shared file system) or get --restart PATH")
 
 # %% ../nbs/03b_distributed.ipynb #7bda9950
 def all_ranks_ok(ok:bool,            # whether this process succeeded
