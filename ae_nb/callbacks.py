@@ -25,9 +25,13 @@ USER_EVENTS = ('epoch_end', 'train_end')   # what a plain function callback hear
 
 class Callback:
     "A watcher of a run: a method per event it acts on, `event(trainer, **details)`."
-    def __call__(self, trainer, event:str, **details):
+    def __call__(self, trainer, # the trainer announcing the event
+                 event:str,     # one of the events above
+                 **details):    # passed on to the method
+        "Call the method named `event`, if this watcher has one."
         if (method := getattr(self, event, None)) is not None: method(trainer, **details)
 
+# %% ../nbs/03c_callbacks.ipynb #40f857ec
 def run_callbacks(callbacks:list,  # `Callback` objects and plain functions `fn(trainer, event)`
                   trainer,         # the trainer announcing the event
                   event:str,       # one of the events above
@@ -44,8 +48,10 @@ def _in_notebook()->bool:
     except ImportError: return False
     return type(get_ipython()).__name__ == 'ZMQInteractiveShell'
 
-def show_progress(setting:str)->bool:
-    "Whether to draw a progress bar for `logging.progress` (`auto`: a terminal or notebook, never under CI)."
+# %% ../nbs/03c_callbacks.ipynb #f19e0bb4
+def show_progress(setting:str, # `logging.progress`: auto, always or never
+                 )->bool:
+    "Whether to draw a progress bar for `logging.progress` (`auto`: terminal or notebook, not CI)."
     if setting in ('always', 'never'): return setting == 'always'
     if os.environ.get('CI'): return False
     return _in_notebook() or bool(getattr(sys.stderr, 'isatty', lambda: False)())
@@ -55,19 +61,30 @@ class ProgressBar(Callback):
     "A tqdm bar per epoch, with the running loss (when `show_progress` says so)."
     bar = None
     def epoch_begin(self, trainer):
+        "Open the epoch's bar, starting at the step a resumed epoch starts from."
         from tqdm.auto import tqdm
+        show = show_progress(trainer.config.logging.progress)
         self.bar = tqdm(total=len(trainer.train_loader), initial=trainer.step_in_epoch, unit='step',
-                        leave=False, file=sys.stderr, disable=not show_progress(trainer.config.logging.progress),
+                        leave=False, file=sys.stderr, disable=not show,
                         desc=f"epoch {trainer.epoch + 1}/{trainer.config.training.epochs}")
 
-    def metrics(self, trainer, values:dict, images:dict|None=None):
-        if self.bar is None or 'train/loss_running' not in values: return
-        self.bar.update(trainer.step_in_epoch - self.bar.n)
-        self.bar.set_postfix(loss=f"{values['train/loss_running']:.4g}", refresh=False)
+# %% ../nbs/03c_callbacks.ipynb #8565ff6f
+@patch
+def metrics(self:ProgressBar, trainer, # the trainer, at the step the values belong to
+            values:dict,               # what was measured (`train/loss_running` moves the bar)
+            images:dict|None=None):    # unused: plots are not for a progress bar
+    "Move the bar to the trainer's step and show the running loss."
+    if self.bar is None or 'train/loss_running' not in values: return
+    self.bar.update(trainer.step_in_epoch - self.bar.n)
+    self.bar.set_postfix(loss=f"{values['train/loss_running']:.4g}", refresh=False)
 
-    def epoch_stop(self, trainer):
-        if self.bar is None: return
-        self.bar.update(trainer.step_in_epoch - self.bar.n); self.bar.close(); self.bar = None
+# %% ../nbs/03c_callbacks.ipynb #a7c92f11
+@patch
+def epoch_stop(self:ProgressBar, trainer, # the trainer, finished or interrupted
+              ):
+    "Bring the bar to the last step done and close it."
+    if self.bar is None: return
+    self.bar.update(trainer.step_in_epoch - self.bar.n); self.bar.close(); self.bar = None
 
 # %% ../nbs/03c_callbacks.ipynb #53d432dd
 def _wandb_api_key()->str|None:
@@ -84,34 +101,44 @@ class WandbLogger(Callback):
     "Logs the run's metrics and figures to W&B (unless `logging.wandb.mode` is `disabled`)."
     run, min_step = None, 0
 
-    def cleanup(self, trainer):
-        "Finish the W&B run, if one was started."
-        run, self.run = self.run, None
-        if run is None: return
-        try: run.finish()
-        except Exception as e: trainer.log(f"W&B: could not finish the run cleanly ({e})")
+# %% ../nbs/03c_callbacks.ipynb #c3008a52
+@patch
+def cleanup(self:WandbLogger, trainer, # the trainer being cleaned up (for messages)
+           ):
+    "Finish the W&B run, if one was started."
+    run, self.run = self.run, None
+    if run is None: return
+    try: run.finish()
+    except Exception as e: trainer.log(f"W&B: could not finish the run cleanly ({e})")
 
 # %% ../nbs/03c_callbacks.ipynb #afa03447
-def _wandb_mode(w, log:Callable)->str:
+def _wandb_mode(w,            # `logging.wandb`
+                log:Callable, # where the fall-back to offline is said
+               )->str:
     "The W&B mode to start in: `online` only with an API key, else offline (said once)."
     if w.mode != 'online' or _wandb_api_key(): return w.mode
-    log("W&B: no API key (run `wandb login` or set WANDB_API_KEY); logging offline into the run folder")
+    log("W&B: no API key (run `wandb login` or set WANDB_API_KEY); "
+        "logging offline into the run folder")
     return 'offline'
 
+# %% ../nbs/03c_callbacks.ipynb #83f30116
 @patch
-def train_begin(self:WandbLogger, trainer):
-    "Start (or resume, by `trainer.wandb_run_id`) the W&B run, leaving every random generator untouched."
+def train_begin(self:WandbLogger, trainer, # the trainer starting (or resuming) its run
+               ):
+    "Start (or resume, by `trainer.wandb_run_id`) the W&B run, leaving every random generator be."
     w = trainer.config.logging.wandb
     if w.mode == 'disabled' or self.run is not None: return
     import wandb
     mode = _wandb_mode(w, trainer.log)
-    trainer.wandb_run_id = trainer.wandb_run_id or secrets.token_hex(4)   # not `random`: seeds stay put
+    # not `random`: seeds stay put
+    trainer.wandb_run_id = trainer.wandb_run_id or secrets.token_hex(4)
     trainer.run_dir.mkdir(parents=True, exist_ok=True)
     rng = get_rng_state()
     try:
         self.run = wandb.init(project=w.project, entity=w.entity, tags=w.tags, mode=mode,
                               dir=str(trainer.run_dir), id=trainer.wandb_run_id, resume='allow',
-                              name=trainer.config.experiment.name, config=config_to_dict(trainer.config),
+                              name=trainer.config.experiment.name,
+                              config=config_to_dict(trainer.config),
                               settings=wandb.Settings(silent=True, console='off'))
     except Exception as e:
         trainer.log(f"W&B could not start ({type(e).__name__}: {e}); training continues without it")
@@ -121,7 +148,9 @@ def train_begin(self:WandbLogger, trainer):
 
 # %% ../nbs/03c_callbacks.ipynb #60445549
 @patch
-def metrics(self:WandbLogger, trainer, values:dict, images:dict|None=None):
+def metrics(self:WandbLogger, trainer, # the trainer, at the step the values belong to
+            values:dict,               # what was measured (None values are left out)
+            images:dict|None=None):    # names and PNG files to log as images
     "Log `values` (and `images`, paths of PNG files) at the trainer's global step."
     if self.run is None or trainer.global_step < self.min_step: return
     data = {k: v for k, v in values.items() if v is not None}
@@ -131,11 +160,14 @@ def metrics(self:WandbLogger, trainer, values:dict, images:dict|None=None):
     self.run.log(data, step=trainer.global_step)
 
 # %% ../nbs/03c_callbacks.ipynb #0b22562a
-def _as_images(x)->np.ndarray:
+def _as_images(x, # images (N,C,H,W), tensor or array
+              )->np.ndarray:
     "(N,C,H,W) tensor or array as a float numpy array (N,H,W) or (N,H,W,3) ready for `imshow`."
-    x = x.detach().float().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x, dtype=np.float32)
+    if isinstance(x, Tensor): x = x.detach().float().cpu().numpy()
+    else: x = np.asarray(x, dtype=np.float32)
     return np.clip(x.transpose(0, 2, 3, 1), 0, 1) if x.shape[1] == 3 else x[:, 0]
 
+# %% ../nbs/03c_callbacks.ipynb #315fef0d
 def reconstruction_mosaic(inputs, outputs, # images (N,C,H,W) and their reconstructions
                           pad:int=1,       # white pixels between images
                          )->np.ndarray:    # one image: inputs on the top row, outputs below
@@ -152,11 +184,15 @@ def reconstruction_mosaic(inputs, outputs, # images (N,C,H,W) and their reconstr
     return canvas
 
 # %% ../nbs/03c_callbacks.ipynb #f2562e63
-def _save(fig:Figure, path)->Figure:
+def _save(fig:Figure, # the figure to write
+          path,       # PNG to write; None: nothing is written
+         )->Figure:
     "Write `fig` to `path` (folders created) when a path is given."
-    if path is not None: Path(path).parent.mkdir(parents=True, exist_ok=True); fig.savefig(path, dpi=100)
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True); fig.savefig(path, dpi=100)
     return fig
 
+# %% ../nbs/03c_callbacks.ipynb #5ab03879
 def plot_reconstructions(inputs,              # images (N,C,H,W), tensor or array
                          outputs,             # their reconstructions, same shape
                          path=None,           # PNG to write, if given
@@ -183,20 +219,24 @@ def plot_losses(history:dict, # `trainer.history`
     ax.plot(history['epoch'], history['train_loss'], 'o-', ms=3, label='train')
     val = [(e, v) for e, v in zip(history['epoch'], history['val_loss']) if v is not None]
     if val: ax.plot(*zip(*val), 'o-', ms=3, label='validation')
-    ax.set_xlabel('epoch'); ax.set_ylabel('loss'); ax.set_yscale('log'); ax.legend(); ax.grid(alpha=0.3)
+    ax.set_xlabel('epoch'); ax.set_ylabel('loss'); ax.set_yscale('log'); ax.legend()
+    ax.grid(alpha=0.3)
     return _save(fig, path)
 
 # %% ../nbs/03c_callbacks.ipynb #368437f2
-def plot_due(trainer)->bool:
-    "Whether the epoch just ended gets plots (`training.plot_every`, the last epoch, early stopping)."
+def plot_due(trainer, # at the end of an epoch
+            )->bool:
+    "Whether the epoch just ended gets plots (`training.plot_every`, the last epoch, early stop)."
     t = trainer.config.training
     return bool(t.plot_every) and (trainer.epoch % t.plot_every == 0 or trainer.epoch == t.epochs
                                    or trainer.early_stopped)
 
+# %% ../nbs/03c_callbacks.ipynb #efc5d358
 class Plots(Callback):
     "Reconstructions and loss curves every `plot_every` epochs: saved, logged, shown in a notebook."
     handles = None
     def epoch_end(self, trainer):
+        "Draw, hand the files to the loggers (as a `metrics` event), show them in a notebook."
         if not plot_due(trainer): return
         figs = trainer.plot()
         images = {'reconstructions': trainer.plot_dir/f"reconstructions_e{trainer.epoch:04d}.png",
@@ -206,7 +246,8 @@ class Plots(Callback):
 
 # %% ../nbs/03c_callbacks.ipynb #6b54146c
 @patch
-def show(self:Plots, figs):
+def show(self:Plots, figs, # the figures `trainer.plot()` returned
+        ):
     "Show `figs` in the notebook, in place of the ones shown before."
     from IPython.display import display
     if self.handles is None: self.handles = [display(f, display_id=True) for f in figs]
