@@ -1,5 +1,5 @@
 "The report from a checkpoint alone, in a clean folder; bad checkpoints give clear errors."
-import json, shutil
+import json, math, shutil
 
 import numpy as np
 import pytest
@@ -174,3 +174,28 @@ def test_the_report_names_the_epoch_of_the_checkpoint_it_evaluates(trained, tmp_
     generate_full_report(trainer.model, splits, config, history=trainer.history, run_dir=tmp_path/'agree', checkpoint=best,
                          log=quiet.append)
     assert not [l for l in quiet if 'WARNING' in l]             # history and checkpoint agree: no warning
+
+
+@pytest.mark.parametrize('val_loss,best', [([.45, math.nan], (0.45, 1)), ([.45, None], (0.45, 1)), ([math.nan, .3], (0.3, 2)),
+                                           ([None, math.inf], None)])
+def test_loss_curves_mark_the_best_finite_validation_loss(tmp_path, val_loss, best):
+    "A missing or diverged validation loss is a gap in the curve; the best epoch is found among the others."
+    from ae_nb.report import plot_loss_curves
+    fig = plot_loss_curves({'epoch': [1, 2], 'train_loss': [.5, .4], 'val_loss': val_loss}, path=tmp_path/'loss.png')
+    ax = fig.axes[0]
+    marked = [t.get_text() for t in ax.get_legend().get_texts() if t.get_text().startswith('best val')]
+    assert marked == ([] if best is None else [f"best val {best[0]:.3g} (epoch {best[1]})"])
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ('epoch', 'loss') and (tmp_path/'loss.png').stat().st_size > 1000
+
+
+def test_the_comparison_with_pca_reads_as_a_percentage_or_a_factor(trained, tmp_path):
+    "0.958 is '4 % lower error', not '1.0x lower'; from a factor of 2 on, the factor reads better."
+    from ae_nb.report import print_final_results, report_markdown
+    _, _, _, results = trained
+    metrics = json.loads(open(results['metrics']).read())
+    for ratio, words in [(0.958, '4 % lower error than PCA'), (0.45, '2.2x lower error than PCA'),
+                         (1.3, '30 % higher error than PCA'), (1.0004, 'about the same error as PCA')]:
+        printed = []
+        print_final_results(results | {'ae_vs_pca_mse_ratio': ratio}, log=printed.append)
+        assert f"autoencoder / PCA test MSE: {ratio:.3f} ({words})" in printed, printed
+        assert f"The autoencoder has **{words}** with" in report_markdown(metrics | {'ae_vs_pca_mse_ratio': ratio})

@@ -95,3 +95,25 @@ def test_inputs_unlike_the_training_data_are_a_warning_on_stderr(trained, tmp_pa
         assert far.returncode == 0 and 'Traceback' not in far.stderr, far.stderr
         assert 'WARNING' in far.stderr and 'inputs 0 to 255, training data 0 to 1' in far.stderr, far.stderr
         assert 'WARNING' not in far.stdout
+
+
+def bad_inputs(folder):
+    "Inputs the data chapter refuses, each with the flag a tool's message must name and the setting it must not."
+    folder.mkdir()
+    np.save(folder/'cube.npy', np.zeros((3, 16, 16), np.float32))           # CHW or NHW?
+    np.savez(folder/'two.npz', a=np.zeros((2, 16, 16)), b=np.zeros((2, 16, 16)))
+    (folder/'garbage.npy').write_bytes(b'\x93NUMPY\x01\x00junk')
+    return {'nothing there': (str(folder/'nowhere'/'*.npy'), '--input', 'data.raw_glob'),
+            'ambiguous layout': (str(folder/'cube.npy'), '--layout', 'data.layout'),
+            'two arrays in an npz': (str(folder/'two.npz'), '--npz-key', 'data.npz_key'),
+            'unreadable file': (str(folder/'garbage.npy'), '--skip-bad-files', 'data.skip_bad_files')}
+
+
+@pytest.mark.parametrize('tool,case', [('ae_score', 'nothing there'), ('ae_embed', 'ambiguous layout'),
+                                       ('ae_score', 'two arrays in an npz'), ('ae_embed', 'unreadable file')])
+def test_tool_errors_name_the_tools_flags_not_config_keys(trained, tmp_path, tool, case):
+    where, flag, key = bad_inputs(tmp_path/'in')[case]
+    r = run_ae(tool, '--checkpoint', str(trained/'checkpoints'/'best.pth'), '--input', where,
+               '--output', str(tmp_path/'out.csv'), cwd=tmp_path)
+    assert r.returncode == 1 and r.stderr.startswith('error: ') and 'Traceback' not in r.stderr, r.stderr
+    assert flag in r.stderr and key not in r.stderr, r.stderr

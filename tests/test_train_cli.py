@@ -1,5 +1,5 @@
 "`ae_train` end to end in a subprocess: a real run, and interruptions that lose nothing."
-import os, re, signal, subprocess, sys, time
+import itertools, os, re, signal, subprocess, sys, time
 from pathlib import Path
 
 import pytest
@@ -36,6 +36,16 @@ def test_short_run_writes_the_run_folder(ae, tmp_path):
     for f in ['config.yaml', 'train.log', 'checkpoints/latest.pth', 'checkpoints/best.pth', 'checkpoints/final_checkpoint.pth']:
         assert (run/f).is_file(), f
     assert str(run.resolve()) in r.stdout
+    lines = r.stdout.splitlines()
+    assert lines[0] == 'ae_train: checking the configuration ...', lines[:3]
+    # the model, stage by stage, before the first epoch; the stages' parameters add up to the model's
+    top = next(i for i, l in enumerate(lines) if re.match(r'model: [\d,]+ parameters, input 1x8x8 -> code 8, ', l))
+    first_epoch = next(i for i, l in enumerate(lines) if l.startswith('epoch '))
+    assert lines[top + 1].split() == ['stage', 'layers', 'output', 'params'], lines[top:top + 3]
+    stages = list(itertools.takewhile(lambda l: l.startswith('  '), lines[top + 2:]))
+    assert top + 2 + len(stages) <= first_epoch and [s.split()[0] for s in stages][:1] == ['encoder.0'], stages
+    total = int(re.match(r'model: ([\d,]+)', lines[top])[1].replace(',', ''))
+    assert sum(int(s.split()[-1].replace(',', '')) for s in stages) == total, stages
 
 
 def start_and_interrupt(tmp_path, name, signum):
