@@ -109,11 +109,22 @@ def bad_inputs(folder):
             'unreadable file': (str(folder/'garbage.npy'), '--skip-bad-files', 'data.skip_bad_files')}
 
 
+def test_ae_score_on_a_missing_input_names_input(trained, tmp_path):
+    r = run_ae('ae_score', '--checkpoint', str(trained/'checkpoints'/'best.pth'), '--input', str(tmp_path/'nonexistent'),
+               '--output', str(tmp_path/'out.csv'), cwd=tmp_path)
+    assert r.returncode == 1 and r.stderr.startswith('error: --input ') and 'Traceback' not in r.stderr, r.stderr
+    assert 'data.raw_glob' not in r.stderr and not (tmp_path/'out.csv').exists(), r.stderr
+
+
 @pytest.mark.parametrize('tool,case', [('ae_score', 'nothing there'), ('ae_embed', 'ambiguous layout'),
                                        ('ae_score', 'two arrays in an npz'), ('ae_embed', 'unreadable file')])
-def test_tool_errors_name_the_tools_flags_not_config_keys(trained, tmp_path, tool, case):
+def test_tool_errors_name_the_tools_flags_not_config_keys(trained, tmp_path, capsys, tool, case):
+    "The tools' entry points in-process (the subprocess above shows the console script gives the same)."
+    from ae_nb.cli import embed_main, score_main
     where, flag, key = bad_inputs(tmp_path/'in')[case]
-    r = run_ae(tool, '--checkpoint', str(trained/'checkpoints'/'best.pth'), '--input', where,
-               '--output', str(tmp_path/'out.csv'), cwd=tmp_path)
-    assert r.returncode == 1 and r.stderr.startswith('error: ') and 'Traceback' not in r.stderr, r.stderr
-    assert flag in r.stderr and key not in r.stderr, r.stderr
+    with pytest.raises(SystemExit) as e:
+        {'ae_embed': embed_main, 'ae_score': score_main}[tool](
+            ['--checkpoint', str(trained/'checkpoints'/'best.pth'), '--input', where, '--output', str(tmp_path/'out.csv')])
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and err.startswith('error: ') and 'Traceback' not in err, err
+    assert flag in err and key not in err, err
