@@ -262,7 +262,7 @@ def _checkpoint_candidates(folder:Path, # a run's `checkpoints/`
                           )->list[Path]:
     "Checkpoint files of a run that a restart may resume from, most preferred first on a tie."
     restarts = sorted(folder.glob('restart_e*.pth'), reverse=True)
-    return [folder/'emergency.pth', folder/'latest.pth', folder/'final_checkpoint.pth', *restarts]
+    return [folder/'emergency.pth', folder/'final_checkpoint.pth', folder/'latest.pth', *restarts]
 
 # %% ../nbs/03a_checkpoint.ipynb #9f2d2a3f
 def find_restart_checkpoint(run_dir:str|Path,   # run folder (holds `checkpoints/`)
@@ -314,7 +314,7 @@ def repair_checkpoint_set(folder:Path,       # a run's `checkpoints/`
     fixed = []
     for name, epoch in due.items():
         if checkpoint_epoch(folder/name) == epoch: continue
-        sources = [Path(resumed), folder/'latest.pth', folder/f"restart_e{epoch:04d}.pth"]
+        sources = [folder/'latest.pth', folder/f"restart_e{epoch:04d}.pth", Path(resumed)]
         source = next((p for p in sources if checkpoint_epoch(p) == epoch), None)
         if source is None:
             log(f"restart: WARNING {name} should hold epoch {epoch}, "

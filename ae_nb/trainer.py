@@ -853,6 +853,14 @@ def train(self:TrainerAE)->dict:
         raise TrainingInterrupted(self._stop_signal)
     return self.history
 
+# %% ../nbs/03_trainer.ipynb #cf4a13dc
+@patch
+def stop_early(self:TrainerAE, reason:str, # why, for the log
+              ):
+    "End training after the current epoch, as early stopping does (for callbacks)."
+    self.early_stopped = True
+    self.log(f"stopping early: {reason}")
+
 # %% ../nbs/03_trainer.ipynb #374a2209
 @patch
 def _model_problems(self:TrainerAE, checkpoint:dict, # a loaded checkpoint

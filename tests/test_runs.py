@@ -197,8 +197,9 @@ def test_a_run_that_fails_on_its_data_leaves_the_folder_as_it_was(tmp_path):
     r = run_ae(*run_cmd(tmp_path, epochs=1), cwd=tmp_path)
     assert r.returncode == 0
     before = tree(tmp_path/'k')
-    r = run_ae(*run_cmd(tmp_path, **{'data.source': 'folder', 'data.raw_glob': str(tmp_path/'nothing*')}), cwd=tmp_path)
-    assert r.returncode == 1 and 'matched no' in r.stdout, r.stdout + r.stderr
+    (tmp_path/'raw').mkdir(); (tmp_path/'raw'/'bad.npy').write_text('not an array')
+    r = run_ae(*run_cmd(tmp_path, **{'data.source': 'folder', 'data.raw_glob': str(tmp_path/'raw')}), cwd=tmp_path)
+    assert r.returncode == 1 and 'bad.npy: cannot read' in r.stdout, r.stdout + r.stderr
     assert tree(tmp_path/'k') == before
 
 
