@@ -12,10 +12,21 @@ def read_settings(path:Path)->dict:
     return dict(parser['DEFAULT'])
 
 
+_BEFORE_OK = re.compile(r'(^|[\s\'"(\[{<:/-])$')           # what reST lets stand before inline markup
+_AFTER_OK = re.compile(r'^($|[\s\'")\]}>.,:;!?/\\-])')        # ... and after it
+
+
 def escape_rst(text:str)->str:
-    "Escape reST markup characters (`*`, `_`, `|`, `\\`) outside backtick code spans."
-    parts = _CODE.split(text)
-    return ''.join(p if i % 2 else re.sub(r'([\\*_|])', r'\\\1', p) for i, p in enumerate(parts))
+    """Escape reST markup characters (`*`, `_`, `|`, `\\`) outside backtick code spans, and make every Markdown code
+    span valid reST: no blank at its edges, an escaped space where it touches a word (`` `--override`s ``)."""
+    parts, out = _CODE.split(text), []
+    for i, part in enumerate(parts):
+        if i % 2 == 0: out.append(re.sub(r'([\\*_|])', r'\\\1', part)); continue
+        inner = part[1:-1].strip()
+        if not inner: out.append(part.replace('`', '\\`')); continue
+        before, after = (out[-1] if out else ''), (parts[i + 1] if i + 1 < len(parts) else '')
+        out.append(('' if _BEFORE_OK.search(before) else '\\ ') + f"`{inner}`" + ('' if _AFTER_OK.match(after) else '\\ '))
+    return ''.join(out)
 
 
 def docments_fields(obj)->list[str]:

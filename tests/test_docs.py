@@ -54,6 +54,9 @@ def test_docments_become_parameter_docs_and_markdown_is_escaped():
                                             ":returns: the mapping as written, with its source and key lines"]
     assert ":param embedding_dim: Size of the latent code (the embedding)." in docments_fields(ModelConfig)
     assert escape_rst("raw/2025_* and `2025_*` |x|") == "raw/2025\\_\\* and `2025_*` \\|x\\|"
+    # Markdown code spans that reST cannot end (a blank inside the backticks, a word right after them)
+    assert escape_rst("`file:line: ` for `key`") == "`file:line:` for `key`"
+    assert escape_rst("the `--override`s, x`y`") == "the `--override`\\ s, x\\ `y`"
 
 
 def test_public_names_in_prose_become_links():
