@@ -4,7 +4,7 @@
 
 # %% ../nbs/03a_checkpoint.ipynb #d9fc8630
 from __future__ import annotations
-import copy, hashlib, io, math, os, random, re, sys, tempfile, time
+import copy, hashlib, io, math, os, random, re, sys, tempfile, time, warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
@@ -177,9 +177,15 @@ def save_checkpoint_file(checkpoint:dict, # tensors and plain values only
 # %% ../nbs/03a_checkpoint.ipynb #63fd40ba
 def _load_problem(e:Exception, # what `torch.load` raised
                  )->str:
-    "The line of a `torch.load` failure worth showing: the unpickler's reason, else the first line."
-    lines = [l.strip() for l in str(e).splitlines() if l.strip()] or [type(e).__name__]
-    return next((l for l in lines if l.startswith('WeightsUnpickler error')), lines[0])[:300]
+    "What a `torch.load` failure means, in one sentence: the unpickler's reason, else its first line."
+    text = str(e)
+    if 'Weights only load failed' in text or 'WeightsUnpickler' in text:
+        m = re.search(r'WeightsUnpickler error:\s*([^\n]+)', text)
+        reason = f" ({m[1].strip()})" if m else ''
+        return (f"it holds Python objects, not only tensors and plain values{reason}; "
+                "ae_nb never runs code from a checkpoint")
+    first = next((l.strip() for l in text.splitlines() if l.strip()), type(e).__name__)
+    return first if len(first) <= 300 else first[:300].rsplit(' ', 1)[0] + ' ...'
 
 # %% ../nbs/03a_checkpoint.ipynb #351a52c8
 def load_checkpoint(path:str|Path,         # checkpoint file
@@ -188,7 +194,10 @@ def load_checkpoint(path:str|Path,         # checkpoint file
     "Load a checkpoint written by `save_checkpoint_file`; `CheckpointError` naming a damaged file."
     path = Path(path)
     if not path.is_file(): raise CheckpointError(f"{path}: checkpoint not found")
-    try: checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        with warnings.catch_warnings():   # a hostile file's pickle protocol warning says nothing
+            warnings.simplefilter('ignore')
+            checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
         raise CheckpointError(f"{path}: damaged or not a checkpoint "
                               f"(cannot load it: {_load_problem(e)})") from None

@@ -301,3 +301,16 @@ def test_a_split_that_leaves_validation_empty_trains_on_the_training_loss(tmp_pa
     assert main(cfg) == 0
     ck = load_checkpoint(tmp_path/'noval'/'checkpoints'/'final_checkpoint.pth')
     assert ck['history']['val_loss'] == [None, None] and len(ck['history']['train_loss']) == 2
+
+
+def test_a_planted_pickle_is_refused_in_one_complete_sentence_and_never_run(tmp_path):
+    "The refusal names the file and says why, in full; PyTorch's advice to load it unsafely is not passed on."
+    import pickle
+    class Boom:
+        def __reduce__(self): return (os.system, (f"touch {tmp_path/'pwned'}",))
+    fake = tmp_path/'best.pth'
+    fake.write_bytes(pickle.dumps({'format': CHECKPOINT_FORMAT, 'model': Boom()}))
+    r = run_ae('ae_report', '--checkpoint', str(fake), cwd=tmp_path)
+    assert r.returncode == 1 and not (tmp_path/'pwned').exists()
+    assert r.stderr.strip().endswith('ae_nb never runs code from a checkpoint)'), r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and 'weights_only' not in r.stderr, r.stderr
