@@ -29,8 +29,9 @@ class Section(BaseModel):
 # %% ../nbs/00_config.ipynb #eec9d3c3
 class ExperimentConfig(Section):
     "Where a run lives and how it is seeded."
-    name: str = Field(
-        'digits_ae', min_length=1, description="Run name: the run folder is `results_dir/name`.")
+    name: str|None = Field(
+        None, min_length=1,
+        description="Run name: the run folder is `results_dir/name` (default: `<data.source>_ae`).")
     results_dir: str = Field(
         'results', min_length=1, description="Folder that holds one sub-folder per run.")
     seed: int = Field(
@@ -45,7 +46,7 @@ class ExperimentConfig(Section):
     @field_validator('name')
     @classmethod
     def _folder_name(cls, v):
-        if not re.fullmatch(r'[A-Za-z0-9][A-Za-z0-9._-]*', v):
+        if v is not None and not re.fullmatch(r'[A-Za-z0-9][A-Za-z0-9._-]*', v):
             raise ValueError(f"use letters, digits, '.', '_' and '-' only (it names a folder), "
                              f"got {v!r}")
         return v
@@ -301,9 +302,15 @@ class AEConfig(Section):
         default_factory=LoggingConfig, description="Logs, progress and W&B.")
 
     @model_validator(mode='after')
+    def _name_from_source(self):
+        if self.experiment.name is None: self.experiment.name = f"{self.data.source}_ae"
+        return self
+
+    @model_validator(mode='after')
     def _folder_needs_glob(self):
         if self.data.source == 'folder' and not self.data.raw_glob:
-            raise ValueError("data.raw_glob is required when data.source is 'folder'")
+            raise ValueError("data.raw_glob: required when data.source is 'folder' (a glob of "
+                             "raw files or folders, e.g. --override 'data.raw_glob=/vol/data/2025_*')")
         return self
 
 # %% ../nbs/00_config.ipynb #618a1773
@@ -350,14 +357,18 @@ class RawConfig(dict):
         self.source, self.lines = source, dict(lines or {})
 
 # %% ../nbs/00_config.ipynb #b5f0d3e8
+_PACKAGED = str(importlib.resources.files('ae_nb')/'default_config.yaml')   # not the user's file
+
 @patch
 def where(self:RawConfig,
           key:str, # dotted key
          )->str:   # `file:line: `, `file: ` or ''
     "`file:line: ` for `key` (or the nearest section written in the file), '' when unknown."
-    while key and key not in self.lines: key = key.rpartition('.')[0]
-    if key in self.lines: return f"{self.lines[key]}: "
-    return f"{self.source}: " if self.source else ''
+    near = key
+    while near and near not in self.lines: near = near.rpartition('.')[0]
+    if near in self.lines:
+        return '' if self.lines[near].startswith(_PACKAGED) else f"{self.lines[near]}: "
+    return f"{self.source}: " if self.source and self.source != _PACKAGED else ''
 
 # %% ../nbs/00_config.ipynb #78ce9ff6
 class _Loader(yaml.SafeLoader):
@@ -733,6 +744,8 @@ def _describe(err:dict, raw:RawConfig)->str:
     if err['type'] == 'extra_forbidden':
         return f"{raw.where(key)}{key}: unknown key.{did_you_mean(key)}"
     msg = err['msg'].removeprefix('Value error, ')
+    named = re.match(r'([a-z_]+(?:\.[a-z_]+)+): (.*)', msg, re.S)
+    if not key and named and named[1] in schema_keys(): key, msg = named[1], named[2]   # a cross-field rule
     plain = err['type'] in ('value_error', 'assertion_error', 'missing')
     got = '' if plain else f" (got {_brief(err['input'])})"
     return f"{raw.where(key)}{key or '<top level>'}: {msg}{got}"

@@ -327,3 +327,17 @@ def test_hostile_files_take_little_time_and_memory(tmp_path):
         assert m['code'] == 1, (name, r.stderr[-2000:])
         assert m['seconds'] < FAST, (name, m)
         assert m['peak_kib'] - m['before_kib'] < 100 * 1024, (name, m)   # under 100 MiB above the imports
+
+
+def test_a_missing_glob_names_the_key_not_the_packaged_config(ae):
+    r = ae('ae_train', '--override', 'data.source=folder', '--validate-config')
+    assert r.returncode == 1 and "data.raw_glob: required when data.source is 'folder'" in r.stderr, r.stderr
+    assert 'default_config.yaml' not in r.stderr and '<top level>' not in r.stderr, r.stderr
+
+
+def test_a_run_without_a_name_is_named_after_its_data_source(ae):
+    for source, name in [('digits', 'digits_ae'), ('synthetic', 'synthetic_ae')]:
+        r = ae('ae_train', '--override', f'data.source={source}', '--dry-run')
+        assert r.returncode == 0 and f"name: {name}" in r.stdout, r.stdout + r.stderr
+    r = ae('ae_train', '--override', 'data.source=synthetic', '--override', 'experiment.name=mine', '--dry-run')
+    assert 'name: mine' in r.stdout
