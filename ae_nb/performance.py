@@ -17,10 +17,10 @@ from . import __version__
 from .config import AEConfig, config_to_dict, cache_dir
 
 # %% auto #0
-__all__ = ['MEASURED', 'AMP_DTYPES', 'MARGIN', 'TUNE_SHARE', 'TUNE_MIN_S', 'COMPILE_MIN_RUN_S', 'Speedups', 'fused_available',
-           'fits_on_device', 'rule_speedups', 'time_steps', 'apply_layout', 'compile_model', 'begin_step', 'StepRig',
-           'candidate_name', 'tune_speedups', 'device_name', 'timings_key', 'timings_path', 'save_timings',
-           'load_timings']
+__all__ = ['MEASURED', 'AMP_DTYPES', 'MARGIN', 'TUNE_SHARE', 'TUNE_MIN_S', 'COMPILE_MIN_RUN_S', 'COMPILE_GUESS_S', 'Speedups',
+           'fused_available', 'fits_on_device', 'rule_speedups', 'time_steps', 'apply_layout', 'compile_model',
+           'begin_step', 'StepRig', 'candidate_name', 'tune_speedups', 'device_name', 'timings_key', 'timings_path',
+           'save_timings', 'load_timings']
 
 # %% ../nbs/02a_performance.ipynb #4057d70d
 # settings timed in every combination when `auto`
@@ -208,6 +208,8 @@ TUNE_SHARE = 0.05        # share of the estimated run time the eager search may 
 TUNE_MIN_S = 0.5         # seconds the eager search may always take
 # estimated eager run time below which compiling is not tried (timing it costs a compilation)
 COMPILE_MIN_RUN_S = 300
+# seconds a first compilation is assumed to take, until one has been measured for this setup
+COMPILE_GUESS_S = {'cpu': 30.0, 'cuda': 60.0}
 
 # %% ../nbs/02a_performance.ipynb #e4c7a2f5
 def candidate_name(s:Speedups, # a candidate
@@ -271,6 +273,33 @@ def _with_compile(best:Speedups, # the eager winner
     best.how['compile'] = 'measured'
     return best
 
+# %% ../nbs/02a_performance.ipynb #098eec85
+def _eager_search(rig:StepRig,        # the run's rig
+                  timings:dict,       # candidate name -> ms per step, filled in here
+                  candidates:list,    # `_candidates(...)`: the current choice first
+                  steps:int,          # timed steps per candidate
+                  deadline:float,     # `time.perf_counter()` after which no candidate is started
+                 )->tuple[Speedups, int]: # the fastest timed candidate, and how many were timed
+    "The fastest of the candidates timed before `deadline` (the first one always)."
+    timed = []
+    for s in candidates:
+        if timed and time.perf_counter() > deadline: break
+        _timed(rig, timings, s, steps); timed.append(s)
+    return min(timed, key=lambda s: timings[candidate_name(s)]), len(timed)
+
+def _compile_fits(best:Speedups,      # the eager winner
+                  timings:dict,       # candidate name -> ms per step (and compile seconds)
+                  eager_ms:float,     # its measured milliseconds per step
+                  total_steps:int,    # steps the run has left
+                  spent_s:float,      # seconds the tuning has taken so far
+                  device:torch.device)->bool:
+    "Whether a compile trial may start: the measured eager run is long and the budget holds it."
+    eager_s = eager_ms * total_steps / 1e3
+    mode = 'reduce-overhead' if device.type == 'cuda' else 'default'
+    guess = (timings.get(candidate_name(_with(best, compile=mode)) + ':compile_s')
+             or COMPILE_GUESS_S.get(device.type, 60.0))
+    return eager_s >= COMPILE_MIN_RUN_S and spent_s + guess <= TUNE_SHARE * eager_s
+
 # %% ../nbs/02a_performance.ipynb #471da86d
 def tune_speedups(config:AEConfig,        # the run's configuration
                   rig:StepRig,            # the run's model, batch, optimizer factory and step
@@ -285,21 +314,27 @@ def tune_speedups(config:AEConfig,        # the run's configuration
     auto, try_compile = _to_measure(config, best, device)
     if (not config.resources.performance.tune or config.experiment.deterministic
             or not (auto or try_compile)): return best
-    ms = functools.partial(_timed, rig, timings)
+    start = time.perf_counter()
     try:
         est = (timings.get(candidate_name(best))
                or time_steps(rig.step_for(best), device, steps=2, warmup=1)[1])
-        run_s = est * total_steps / 1e3
-        candidates = _candidates(best, auto, device)
-        steps = min(10, int(max(TUNE_MIN_S, TUNE_SHARE * run_s) * 1e3 / est / len(candidates)) - 2)
+        run_s, candidates = est * total_steps / 1e3, _candidates(best, auto, device)
+        budget = max(TUNE_MIN_S, TUNE_SHARE * run_s)
+        steps = min(10, int(budget * 1e3 / est / len(candidates)) - 2)
         if auto and steps >= 3:
-            fastest = min(candidates, key=lambda s: ms(s, steps))
-            if ms(fastest, steps) < (1 - MARGIN) * ms(best, steps): best = fastest
+            fastest, n = _eager_search(rig, timings, candidates, steps, start + budget)
+            if n < len(candidates):
+                log(f"speed settings: the {budget:.1f} s for timing ran out after {n} of "
+                    f"{len(candidates)} candidates; the fastest of those is kept")
+            if timings[candidate_name(fastest)] < (1 - MARGIN) * timings[candidate_name(best)]:
+                best = fastest
             best.how.update({n: 'measured' for n in auto})
         elif auto:
             log(f"speed settings: a run of about {run_s:.0f} s is too short to time "
                 f"{', '.join(auto)}; rules decide")
-        if try_compile and run_s >= COMPILE_MIN_RUN_S:
+        spent = time.perf_counter() - start
+        eager_ms = timings.get(candidate_name(best), est)
+        if try_compile and _compile_fits(best, timings, eager_ms, total_steps, spent, device):
             best = _with_compile(best, rig, timings, total_steps)
     finally: rig.close(best.channels_last)
     best.timings_ms = {k: round(v, 3) for k, v in timings.items()}
