@@ -27,7 +27,7 @@ from fastcore.basics import patch
 __all__ = ['EARLY_INTERRUPT', 'EXIT_OK', 'EXIT_ERROR', 'EXIT_SIGHUP', 'EXIT_SIGINT', 'EXIT_SIGTERM', 'SMALL_STEP_FLOPS',
            'USER_ERRORS', 'parse_arguments', 'resolve_config', 'setup_logging', 'attach_log_file', 'Environment',
            'setup_environment', 'model_profile', 'model_summary', 'auto_threads', 'resume_command', 'exit_code_for',
-           'handle_training_interruption', 'main', 'raw_glob_problem', 'environment_problems', 'cli_main',
+           'handle_training_interruption', 'StopSignal', 'main', 'raw_glob_problem', 'environment_problems', 'cli_main',
            'report_main', 'embed_main', 'score_main']
 
 # %% ../nbs/06_cli.ipynb #596725ad
@@ -312,11 +312,18 @@ def handle_training_interruption(trainer,            # the `TrainerAE`, or None 
             trainer.cleanup()
     return code
 
+# %% ../nbs/06_cli.ipynb #a90cb7b5
+class StopSignal(KeyboardInterrupt):
+    "A stop signal outside the training loop: raised at once, and past any `except Exception`."
+    def __init__(self, signum:int): # the signal's number
+        self.signum = int(signum)
+        super().__init__(f"stopped by {signal.Signals(self.signum).name}")
+
 # %% ../nbs/06_cli.ipynb #6ab87f5e
 class _SignalHandlers:
-    "Context manager: a stop signal outside the training loop raises `TrainingInterrupted`, once."
+    "Context manager: a stop signal outside the training loop raises `StopSignal`, once."
     def __enter__(self):
-        from ae_nb.trainer import STOP_SIGNALS, TrainingInterrupted, say_in_handler
+        from ae_nb.trainer import STOP_SIGNALS, say_in_handler
         self.stopping = False
         def handler(signum, frame):
             name = signal.Signals(signum).name
@@ -324,7 +331,7 @@ class _SignalHandlers:
                 return say_in_handler(f"{name}: already stopping; saving and cleaning up first "
                                       "(SIGKILL stops at once)", signum)
             self.stopping = True
-            raise TrainingInterrupted(signum)
+            raise StopSignal(signum)
         self.saved = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
         return self
     def __exit__(self, *exc):
@@ -397,7 +404,7 @@ def _setup_all_ranks(config:AEConfig, # resolved configuration
                     )->Environment:
     "`setup_environment` on every process; if it fails on one (rank 0: folder busy), all stop."
     try: env, error = setup_environment(config, rank), None
-    except Exception as e: env, error = None, e
+    except (Exception, KeyboardInterrupt) as e: env, error = None, e   # a signal too
     if world_size > 1:
         import torch, torch.distributed as dist
         device = 'cuda' if dist.get_backend() == 'nccl' else 'cpu'

@@ -138,14 +138,23 @@ def bare_start():
     return max(times)
 
 
+def landed_before_ae_nb(err):
+    "Whether a process's stderr shows that a signal stopped it before any ae_nb module ran (CPython's start-up)."
+    return ('Traceback' in err or 'Fatal Python error' in err) and f"{os.sep}ae_nb{os.sep}" not in err
+
+
 @pytest.mark.parametrize('moment', [0.1, 0.3, 0.6, 1.0, 1.6, 2.5])
 def test_ctrl_c_at_any_moment_of_start_up_is_one_line_and_exit_130(tmp_path, bare_start, moment):
-    """SIGINT `moment` seconds into start-up, counted from when a bare interpreter would have found the package
-    (a signal that lands while CPython itself starts, before any ae_nb code runs, is CPython's to handle)."""
-    p = start_run(tmp_path)
-    time.sleep(bare_start + moment)
-    p.send_signal(signal.SIGINT)
-    out, err = p.communicate(timeout=120)
+    """SIGINT `moment` seconds into start-up, counted from when a bare interpreter would have found the package.
+    A signal that still lands while CPython itself starts (its traceback has no ae_nb frame) is CPython's to
+    handle, not ae_nb's: that attempt is made again, up to three times."""
+    for attempt in range(3):
+        p = start_run(tmp_path)
+        time.sleep(bare_start + moment)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=120)
+        if not landed_before_ae_nb(err): break
+    else: pytest.skip(f"the signal landed in CPython's own start-up 3 times: {err[-500:]}")
     assert p.returncode == 130, (p.returncode, out[-2000:], err[-3000:])
     assert 'Traceback' not in out + err and 'KeyboardInterrupt' not in out + err, err[-3000:]
     if 'hyperparameters of' in out: return   # training has begun: test_runs.py covers signals from here on
