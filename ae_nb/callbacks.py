@@ -170,18 +170,21 @@ def _as_images(x, # images (N,C,H,W), tensor or array
 # %% ../nbs/03c_callbacks.ipynb #315fef0d
 def reconstruction_mosaic(inputs, outputs, # images (N,C,H,W) and their reconstructions
                           pad:int=1,       # white pixels between images
-                         )->np.ndarray:    # one image: inputs on the top row, outputs below
-    "Inputs and reconstructions tiled into one array, each pair scaled by its input's range."
+                         )->tuple[np.ndarray, float]: # the mosaic, and the error that is white
+    "Inputs, reconstructions and their absolute errors in three rows, each row on one shared scale."
     x, y = _as_images(inputs), _as_images(outputs)
     n, h, w = x.shape[:3]
-    canvas = np.ones((2 * h + 3 * pad, n * (w + pad) + pad, *x.shape[3:]), np.float32)
-    for i in range(n):
-        low, high = float(x[i].min()), float(x[i].max())
-        for row, img in enumerate((x[i], y[i])):
-            top, left = pad + row * (h + pad), pad + i * (w + pad)
-            scaled = (img - low) / (high - low if high > low else 1)
-            canvas[top:top + h, left:left + w] = np.clip(scaled, 0, 1)
-    return canvas
+    low, high = float(x.min()), float(x.max())
+    span = high - low if high > low else 1.0
+    err = np.abs(x - y)
+    top_err = float(err.max()) or 1.0
+    canvas = np.ones((3 * h + 4 * pad, n * (w + pad) + pad, *x.shape[3:]), np.float32)
+    rows = ((x - low) / span, (y - low) / span, err / top_err)
+    for r, imgs in enumerate(rows):
+        for i in range(n):
+            top, left = pad + r * (h + pad), pad + i * (w + pad)
+            canvas[top:top + h, left:left + w] = np.clip(imgs[i], 0, 1)
+    return canvas, top_err
 
 # %% ../nbs/03c_callbacks.ipynb #f2562e63
 def _save(fig:Figure, # the figure to write
@@ -198,15 +201,21 @@ def plot_reconstructions(inputs,              # images (N,C,H,W), tensor or arra
                          path=None,           # PNG to write, if given
                          n:int=8,             # how many samples to show
                          title:str|None=None, # figure title
+                         errors=None,         # per-sample MSE to write under each sample, if given
                         )->Figure:
-    "Inputs on top, reconstructions below, as one image (cheap enough to draw every few epochs)."
-    canvas = reconstruction_mosaic(inputs[:n], outputs[:n])
-    fig = Figure(figsize=(max(3.0, 0.9 * min(n, len(inputs))), 2.4))
-    ax = fig.add_axes((0.12, 0.02, 0.86, 0.82 if title else 0.94))
+    "Inputs, reconstructions and errors, as one image (cheap enough to draw every few epochs)."
+    canvas, top_err = reconstruction_mosaic(inputs[:n], outputs[:n])
+    fig = Figure(figsize=(max(3.6, 0.9 * min(n, len(inputs)) + 1.0), 3.4))
+    ax = fig.add_axes((0.17, 0.1 if errors is not None else 0.02, 0.8, 0.76 if title else 0.86))
     ax.imshow(canvas, cmap='gray', vmin=0, vmax=1, interpolation='nearest')
-    h = (canvas.shape[0] - 3) / 2
-    ax.set_xticks([]); ax.set_yticks([1 + h / 2, 2 + 1.5 * h], ['input', 'output'])
-    if title: ax.set_title(title)
+    h, w = (canvas.shape[0] - 4) / 3, (canvas.shape[1] - 1) / min(n, len(inputs)) - 1
+    labels = ['input', 'output', f"|error|\n0..{top_err:.2g}"]
+    ax.set_yticks([1 + h / 2, 2 + 1.5 * h, 3 + 2.5 * h], labels)
+    shown = list(errors[:n]) if errors is not None else []
+    ax.set_xticks([1 + i * (w + 1) + w / 2 for i in range(len(shown))],
+                  [f"{e:.2g}" for e in shown], fontsize=7)
+    if shown: ax.set_xlabel('MSE', fontsize=8)
+    if title: ax.set_title(title, fontsize=9)
     return _save(fig, path)
 
 # %% ../nbs/03c_callbacks.ipynb #716f8938

@@ -24,9 +24,10 @@ from .performance import (Speedups, StepRig, apply_layout, begin_step, compile_m
 from .runfolder import RunFolderLost, claim_run_folder, owns, set_aside_previous_run
 
 # %% auto #0
-__all__ = ['STOP_SIGNALS', 'LOSSES', 'PLATEAU_PATIENCE', 'REUSED', 'TrainingError', 'TrainingInterrupted', 'TrainingAborted',
-           'seed_everything', 'resolve_device', 'make_loss', 'make_optimizer', 'lr_factor', 'LRSchedule', 'train_step',
-           'get_training_params', 'get_setup_training_params', 'log_hyperparameters', 'TrainerAE', 'say_in_handler']
+__all__ = ['STOP_SIGNALS', 'LOSSES', 'PLATEAU_PATIENCE', 'REUSED', 'PLOT_POOL', 'TrainingError', 'TrainingInterrupted',
+           'TrainingAborted', 'seed_everything', 'resolve_device', 'make_loss', 'make_optimizer', 'lr_factor',
+           'LRSchedule', 'train_step', 'get_training_params', 'get_setup_training_params', 'log_hyperparameters',
+           'TrainerAE', 'say_in_handler']
 
 # %% ../nbs/03_trainer.ipynb #929dbd58
 from .checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_NAMES, CheckpointError,
@@ -1043,19 +1044,36 @@ def _repair_checkpoint_set(self:TrainerAE, resumed:Path, # the checkpoint this r
     repair_checkpoint_set(self.checkpoint_dir, self._files_due(), resumed, self.log)
     self._prune_restart_checkpoints()
 
+# %% ../nbs/03_trainer.ipynb #78645ce8
+PLOT_POOL = 256   # validation samples scored to choose the ones shown
+
+@patch
+def _plot_pool(self:TrainerAE)->tuple[Tensor, Tensor, Tensor]:
+    "Up to `PLOT_POOL` validation samples, their reconstructions and their per-sample MSE."
+    loader = self.val_loader if self._has_val else self.train_loader
+    xs, ys, seen = [], [], 0
+    self.model.eval()
+    with torch.no_grad(), torch.autocast(self.device.type, dtype=self.amp_dtype,
+                                         enabled=self.amp_dtype is not None):
+        for b in _epoch_batches(loader, 0):
+            b = self._batch_to_device(b[:PLOT_POOL - seen])
+            xs.append(b.float()); ys.append(self.eval_model(b).float()); seen += len(b)
+            if seen >= PLOT_POOL: break
+    x, y = torch.cat(xs), torch.cat(ys)
+    return x, y, ((x - y)**2).mean((1, 2, 3))
+
 # %% ../nbs/03_trainer.ipynb #c0b443c4
 @patch
 def plot(self:TrainerAE, n:int=8, # how many validation samples to show
         )->tuple[Figure, Figure]:   # the reconstructions and the loss curves
-    "Save reconstructions of `n` validation samples and the loss curves; return both figures."
-    loader = self.val_loader if self._has_val else self.train_loader
-    batch = self._batch_to_device(next(iter(_epoch_batches(loader, 0)))[:n])
-    self.model.eval()
-    with torch.no_grad(), torch.autocast(self.device.type, dtype=self.amp_dtype,
-                                         enabled=self.amp_dtype is not None):
-        output = self.eval_model(batch).float()
+    "Save reconstructions of `n` validation samples, easiest to hardest, and the loss curves."
+    x, y, mse = self._plot_pool()
+    order = torch.argsort(mse)
+    pick = order[torch.linspace(0, len(order) - 1, min(n, len(order))).round().long()]
     rec_path = self.plot_dir/f"reconstructions_e{self.epoch:04d}.png"
-    return (plot_reconstructions(batch, output, rec_path, n=n, title=f"epoch {self.epoch}"),
+    title = f"epoch {self.epoch}: {len(pick)} of {len(x)} validation samples, lowest to highest error"
+    return (plot_reconstructions(x[pick], y[pick], rec_path, n=n, title=title,
+                                 errors=mse[pick].tolist()),
             plot_losses(self.history, self.plot_dir/'loss_curves.png'))
 
 # %% ../nbs/03_trainer.ipynb #57ba6b96
