@@ -18,7 +18,8 @@ from .config import config_to_dict
 
 # %% auto #0
 __all__ = ['USER_EVENTS', 'Callback', 'run_callbacks', 'show_progress', 'ProgressBar', 'WandbLogger', 'reconstruction_mosaic',
-           'plot_reconstructions', 'plot_losses', 'plot_due', 'Plots', 'default_callbacks']
+           'plot_reconstructions', 'plot_losses', 'plot_due', 'Plots', 'write_history_csv', 'HistoryCSV',
+           'TensorBoardLogger', 'default_callbacks']
 
 # %% ../nbs/03c_callbacks.ipynb #3a542d2d
 USER_EVENTS = ('epoch_end', 'train_end')   # what a plain function callback hears
@@ -263,7 +264,54 @@ def show(self:Plots, figs, # the figures `trainer.plot()` returned
     else:
         for handle, f in zip(self.handles, figs): handle.update(f)
 
+# %% ../nbs/03c_callbacks.ipynb #89e23915
+def write_history_csv(history:dict, # `trainer.history`
+                      path:Path,    # the CSV file (replaced atomically)
+                     ):
+    "Write `history` as a CSV table, one row per epoch, replacing `path` atomically."
+    import csv, io
+    from ae_nb.checkpoint import atomic_write_bytes
+    out = io.StringIO()
+    w = csv.writer(out)
+    w.writerow(list(history))
+    w.writerows(zip(*history.values()))
+    atomic_write_bytes(out.getvalue().encode(), path)
+
+class HistoryCSV(Callback):
+    "Keeps `run_dir/history.csv` up to date after every epoch."
+    def epoch_end(self, trainer): write_history_csv(trainer.history, trainer.run_dir/'history.csv')
+
+# %% ../nbs/03c_callbacks.ipynb #1b79ccaa
+class TensorBoardLogger(Callback):
+    "Logs the run's numbers and figures for TensorBoard (when `logging.tensorboard` is on)."
+    writer = None
+    def train_begin(self, trainer):
+        if not trainer.config.logging.tensorboard or self.writer is not None: return
+        try: from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            trainer.log("logging.tensorboard: the tensorboard package is not installed "
+                        "(pip install tensorboard); training goes on without it")
+            return
+        self.writer = SummaryWriter(str(trainer.run_dir/'tensorboard'), purge_step=trainer.global_step)
+
+# %% ../nbs/03c_callbacks.ipynb #a33dcafe
+@patch
+def metrics(self:TensorBoardLogger, trainer, values:dict, images:dict|None=None):
+    "Write every number of `values` (and the PNG `images`) at the trainer's global step."
+    if self.writer is None: return
+    for k, v in values.items():
+        if isinstance(v, (int, float)) and k != 'epoch': self.writer.add_scalar(k, v, trainer.global_step)
+    for k, path in (images or {}).items():
+        from matplotlib.image import imread
+        self.writer.add_image(k, imread(path)[..., :3], trainer.global_step, dataformats='HWC')
+    self.writer.flush()
+
+@patch
+def cleanup(self:TensorBoardLogger, trainer):
+    "Close the event file."
+    if self.writer is not None: self.writer.close(); self.writer = None
+
 # %% ../nbs/03c_callbacks.ipynb #23d75992
 def default_callbacks()->list:
-    "The watchers a trainer starts with: progress bar, plots, W&B (in that order: plots reach W&B)."
-    return [ProgressBar(), Plots(), WandbLogger()]
+    "The watchers a trainer starts with (in this order, so that the plots reach the loggers)."
+    return [ProgressBar(), HistoryCSV(), Plots(), WandbLogger(), TensorBoardLogger()]

@@ -281,9 +281,12 @@ class WandbConfig(Section):
 class LoggingConfig(Section):
     "Console, file and experiment-tracker logging."
     level: Literal['DEBUG', 'INFO', 'WARNING', 'ERROR'] = Field(
-        'INFO', description="Log level for console and `train.log`.")
+        'INFO', description="Log level of the console (`train.log` keeps everything).")
     progress: Literal['auto', 'always', 'never'] = Field(
         'auto', description="Progress bar: `auto` shows it only on a terminal or in a notebook.")
+    tensorboard: bool = Field(
+        False, description="Also log metrics and figures for TensorBoard into `run_dir/tensorboard` "
+                           "(needs the `tensorboard` package).")
     wandb: WandbConfig = Field(default_factory=WandbConfig, description="Weights & Biases.")
 
 # %% ../nbs/00_config.ipynb #3782d734

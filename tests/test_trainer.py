@@ -306,3 +306,28 @@ def test_calling_train_again_after_an_interruption_continues_exactly(tmp_path):
     trainer.train()
     assert_same_weights(straight.model, trainer.model)
     assert trainer.history['train_loss'] == straight.history['train_loss']
+
+
+def test_history_csv_and_tensorboard_hold_every_epoch_also_after_a_resume(tmp_path):
+    "What Lightning users look for: a per-epoch table pandas reads, and TensorBoard event files."
+    import csv
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    def stop(trainer, b): trainer.request_stop(signal.SIGTERM); return b
+    interrupted = hooked_trainer(tmp_path, 1, 2, stop, epochs=3)
+    interrupted.config = validate_configuration({**interrupted.config.model_dump(),
+                                                 'logging': {'progress': 'never', 'tensorboard': True,
+                                                             'wandb': {'mode': 'disabled'}}})
+    with pytest.raises(TrainingInterrupted): interrupted.train()
+    interrupted.save_checkpoint('emergency'); interrupted.cleanup()
+    cfg, model, train_dl, val_dl = tiny(tmp_path, epochs=3)
+    cfg = validate_configuration({**cfg.model_dump(), 'logging': {'progress': 'never', 'tensorboard': True,
+                                                                  'wandb': {'mode': 'disabled'}}})
+    resumed = TrainerAE(model, cfg, train_dl, val_dl, data_fingerprint='fp', log=lambda m: None)
+    resumed.train_with_restart('auto'); resumed.cleanup()
+    rows = list(csv.DictReader(open(tmp_path/'tiny'/'history.csv')))
+    assert [int(r['epoch']) for r in rows] == [1, 2, 3]
+    assert [float(r['train_loss']) for r in rows] == resumed.history['train_loss']
+    events = EventAccumulator(str(tmp_path/'tiny'/'tensorboard')).Reload()
+    epochs = events.Scalars('train/loss')
+    assert [e.step for e in epochs] == [6, 12, 18]
+    assert [e.value for e in epochs] == pytest.approx([float(r['train_loss']) for r in rows])
