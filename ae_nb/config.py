@@ -41,7 +41,10 @@ class ExperimentConfig(Section):
                     "seeds stay in 64 bits).")
     deterministic: bool = Field(
         False,
-        description="Use only deterministic kernels (bitwise-exact resume on CPU; slower on GPU).")
+        description="The one switch for runs that repeat: deterministic kernels only, and speed "
+                    "settings from fixed rules rather than timing (the tuner may pick another layout "
+                    "or fused optimizer another day, which changes results by rounding); bitwise-exact "
+                    "resume on CPU, slower on GPU.")
 
     @field_validator('name')
     @classmethod
