@@ -9,9 +9,15 @@
    docs/_build/executed, keyed by the notebook and the package sources.
 2. Process them with nbdev's own processors (hidden and exported cells removed, `show_doc` cells added after
    every exported definition), then turn each `show_doc` into a Sphinx autodoc entry, nbdev cell options
-   into myst-nb tags, and backticked public names in prose into links.
+   into myst-nb tags, backticked public names in prose (not in headings) into links, and links to the
+   published site into links within this one. Under each page's title, a line names its notebook in the
+   repository. Widget outputs are snapshots of their saved state: each gets a note above it saying so and
+   linking the notebook to run; those that would show nothing (a closed progress bar, hidden but taking
+   room) or an example's failure (tqdm's red bar) are dropped.
 3. Write an API page that lists every name in every module's `__all__` (with an entry for any name that no
-   chapter documents) and a table of contents on the home page (nbs/index.ipynb).
+   chapter documents), a command-line reference generated from the argument parsers of the console scripts
+   in settings.ini (so it says what `--help` says), and a table of contents on the home page
+   (nbs/index.ipynb): chapters, tutorials, then the reference pages (CLI, troubleshooting, ..., API).
 4. Vendor the Jupyter widget manager (`@jupyter-widgets/html-manager`, `requirejs`) from the npm registry
    into docs/_build/vendor once, so pages render widgets from saved state without a CDN.
 5. Run Sphinx with `-W --keep-going`: any warning fails the build.
@@ -31,6 +37,8 @@ from docs_helpers import WIDGET_JS, read_settings, source_stamp
 
 SETTINGS = read_settings(ROOT/'settings.ini')
 LIB, NBS = SETTINGS['lib_name'], ROOT/SETTINGS.get('nbs_path', 'nbs')
+DOC_URL = SETTINGS.get('doc_host', '').rstrip('/') + SETTINGS.get('doc_baseurl', '')   # where the site is published
+GENERATED_PAGES = {'api', 'cli'}                 # pages build.py writes (no notebook behind them)
 SKIP_FLAGS = set(re.split(r'[|\s]+', SETTINGS.get('tst_flags', ''))) - {''}   # nbdev splits on spaces
 # npm package -> the files of its tarball to serve (the widget manager with the icon fonts its CSS refers to)
 NPM_PACKAGES = {'@jupyter-widgets/html-manager@^1.0.6': r'package/dist/(embed-amd\.js|[0-9a-f]+\.(eot|svg|ttf|woff2?))',
@@ -162,7 +170,10 @@ class link_names:
         if cell.cell_type != 'markdown': return
         parts = re.split(r'(^```.*?^```)', cell.source, flags=re.MULTILINE | re.DOTALL)
         link = lambda m: f"{{py:obj}}`{m[1]} <{self.names[m[1]]}>`" if m[1] in self.names else m[0]
-        cell.source = ''.join(p if p.startswith('```') else re.sub(r'(?<![`\w])`([A-Za-z_][\w]*)`(?![`\w])', link, p) for p in parts)
+        names = lambda text: re.sub(r'(?<![`\w])`([A-Za-z_][\w]*)`(?![`\w])', link, text)
+        # not in headings: a heading that is a link reads as a button, in the page and in its table of contents
+        prose = lambda part: ''.join(l if l.lstrip().startswith('#') else names(l) for l in part.splitlines(keepends=True))
+        cell.source = ''.join(p if p.startswith('```') else prose(p) for p in parts)
 
 _LOCAL_FILE = re.compile(r'!\[[^\]]*\]\(<?([^)\s>]+)|<img[^>]*\ssrc="([^"]+)"')
 
@@ -179,6 +190,63 @@ def copy_local_files(cells:list, notebook:Path, dest:Path):
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src, target)
 
+WIDGET_VIEW = 'application/vnd.jupyter.widget-view+json'
+
+def source_url(notebook:Path)->str:
+    "Where the notebook is read in the repository (settings.ini's `git_url` and `branch`)."
+    return f"{SETTINGS['git_url']}/blob/{SETTINGS.get('branch', 'main')}/{notebook.relative_to(ROOT).as_posix()}"
+
+def widget_state(nb:dict)->dict:
+    "The saved state of a notebook's widgets, by model id."
+    return nb.get('metadata', {}).get('widgets', {}).get('application/vnd.jupyter.widget-state+json', {}).get('state', {})
+
+def spent_widget(state:dict, model_id:str)->bool:
+    """Whether a widget output shows a reader nothing of use: a widget that is gone, hidden (a closed progress
+    bar, which would leave a blank gap), or a progress bar that stopped short (tqdm's red bar of a failing example)."""
+    model = lambda ref: state.get(str(ref).removeprefix('IPY_MODEL_')) or {}
+    widget = state.get(model_id)
+    if not widget: return True
+    layout = model(widget['state'].get('layout')).get('state', {})
+    if layout.get('visibility') == 'hidden' or layout.get('display') == 'none': return True
+    return any(m.get('model_name') in ('FloatProgressModel', 'IntProgressModel') and m['state'].get('bar_style') == 'danger'
+               for m in map(model, widget['state'].get('children', [])))
+
+def snapshot_note(notebook:Path)->dict:
+    "The output that labels a widget on the site as a snapshot, linking the notebook that runs it."
+    path = notebook.relative_to(ROOT).as_posix()
+    html = ('<div class="admonition note widget-snapshot"><p>Static snapshot of a live widget, in the state the whole '
+            f'notebook left it: run <a href="{source_url(notebook)}"><code>{path}</code></a> in Jupyter to use it.</p></div>')
+    return {'output_type': 'display_data', 'metadata': {}, 'data': {'text/html': html}}
+
+def widget_snapshots(nb:dict, notebook:Path):
+    "Drop widget outputs that show nothing (`spent_widget`) and put a snapshot note above the others, in place."
+    state = widget_state(nb)
+    for cell in nb['cells']:
+        if not cell.get('outputs'): continue
+        keep = [o for o in cell['outputs'] if WIDGET_VIEW not in o.get('data', {})
+                or not spent_widget(state, o['data'][WIDGET_VIEW].get('model_id'))]
+        first = next((i for i, o in enumerate(keep) if WIDGET_VIEW in o.get('data', {})), None)
+        if first is not None: keep.insert(first, snapshot_note(notebook))
+        cell['outputs'] = keep
+
+def source_link(notebook:Path)->str:
+    "The line under a page's title that names the notebook it is made from."
+    path = notebook.relative_to(ROOT).as_posix()
+    return f":::{{container}} source-link\nThis page is the notebook [`{path}`]({source_url(notebook)}).\n:::"
+
+class site_links:
+    "Links to pages of the published site (settings.ini's `doc_host` + `doc_baseurl`) become links within this site."
+    def __init__(self, page:str): self.page = page      # the page being processed, e.g. 'tutorials/01_x'
+    def target(self, m)->str:
+        name, fragment = m[1], m[2] or ''
+        source = next((f"{name}{s}" for s in ('.ipynb',) if (NBS/f"{name}{s}").exists()), None)
+        if source is None and name in GENERATED_PAGES: source = f"{name}.md"
+        if source is None: return m[0]
+        return '](' + os.path.relpath(source, os.path.dirname(self.page) or '.').replace(os.sep, '/') + fragment + ')'
+    def __call__(self, cell):
+        if cell.cell_type == 'markdown':
+            cell.source = re.sub(rf'\]\({re.escape(DOC_URL)}/([\w/.-]+?)\.html(#[\w-]+)?\)', self.target, cell.source)
+
 def default_exp(nb:dict)->str|None:
     "The module a notebook exports to (`#| default_exp`), as a dotted name."
     for cell in nb['cells']:
@@ -188,17 +256,21 @@ def default_exp(nb:dict)->str|None:
 
 def process(notebook:Path, executed:Path, dest:Path, names:dict, documented:set):
     "Run nbdev's documentation processors (and ours) over an executed notebook and write it for myst-nb."
-    from execnb.nbio import dict2nb, write_nb
+    from execnb.nbio import dict2nb, mk_cell, write_nb
     from nbdev.process import NBProcessor
     from nbdev.processors import (add_show_docs, clean_magics, filter_stream_, hide_, hide_line, mv_exports,
                                   populate_language, rm_export, rm_header_dash, strip_ansi, strip_hidden_metadata)
     raw = json.loads(executed.read_text(encoding='utf-8'))
+    widget_snapshots(raw, notebook)
     nb = dict2nb(raw)
+    page = notebook.relative_to(NBS).with_suffix('').as_posix()
     procs = [populate_language, add_show_docs, show_docs_in_order, strip_ansi, hide_line, filter_stream_, rm_header_dash, rm_export,
              clean_magics, hide_, mv_exports, strip_hidden_metadata, cell_options,
-             to_autodoc(default_exp(raw), documented, names), link_names(names)]
+             to_autodoc(default_exp(raw), documented, names), link_names(names), site_links(page)]
     try: NBProcessor(procs=procs, nb=nb).process()
     except Exception as e: raise RuntimeError(f"{notebook.relative_to(ROOT)}: {e}") from e
+    title = next((i for i, c in enumerate(nb.cells) if c.cell_type == 'markdown' and c.source.lstrip().startswith('# ')), None)
+    if page != 'index' and title is not None: nb.cells.insert(title + 1, mk_cell(source_link(notebook), 'markdown'))
     allowed = {'code': {'id', 'cell_type', 'metadata', 'source', 'outputs', 'execution_count'}}
     for cell in nb.cells:
         cell.metadata.pop('language', None)
@@ -237,14 +309,90 @@ def api_page(names:list[str], documented:set, order:list[str]=())->str:
                 lines += [autodoc_block(f"{module}.{n}"), ""]
     return '\n'.join(lines)
 
-def add_toc(index:Path, pages:list[str]):
-    "Append a hidden table of contents to the processed home page: chapters, tutorials, API."
+def add_toc(index:Path, pages:list[str], chapters:set):
+    "Append a hidden table of contents to the processed home page: chapters, tutorials, then the reference pages."
     nb = json.loads(index.read_text(encoding='utf-8'))
-    groups = {'Chapters': [p for p in pages if '/' not in p], 'Tutorials': [p for p in pages if p.startswith('tutorials/')]}
-    toc = [f"```{{toctree}}\n:hidden:\n:caption: {caption}\n\n" + '\n'.join(entries) + "\n```" for caption, entries in groups.items() if entries]
-    toc.append("```{toctree}\n:hidden:\n:caption: Reference\n\napi\n```")
+    groups = {'Chapters': [p for p in pages if p in chapters],
+              'Tutorials': [p for p in pages if p.startswith('tutorials/')],
+              'Reference': ['cli'] + sorted((p for p in pages if p not in chapters and not p.startswith('tutorials/')),
+                                            key=lambda p: p != 'troubleshooting') + ['api']}
+    toc = [f"```{{toctree}}\n:hidden:\n:caption: {caption}\n\n" + '\n'.join(entries) + "\n```"
+           for caption, entries in groups.items() if entries]
     nb['cells'].append({'cell_type': 'markdown', 'id': 'toc', 'metadata': {}, 'source': '\n\n'.join(toc)})
     index.write_text(json.dumps(nb, indent=1), encoding='utf-8')
+
+
+# ---- 3b. command-line reference ------------------------------------------------------------------------------
+class _ParserBuilt(BaseException):
+    "Raised in place of `parse_args`: carries the parser a command built (a BaseException, so no handler eats it)."
+
+def console_scripts()->list[tuple[str, str]]:
+    "The package's commands from settings.ini, as (command, 'module:function')."
+    return [tuple(item.split('=', 1)) for item in SETTINGS.get('console_scripts', '').split()]
+
+def command_parser(target:str)->argparse.ArgumentParser:
+    "The parser that console script `target` ('module:function') builds, caught where it would parse (nothing else runs)."
+    import contextlib, io
+    module, _, name = target.partition(':')
+    entry = getattr(importlib.import_module(module), name)
+    parse_args = argparse.ArgumentParser.parse_args
+    def caught(self, *args, **kwargs): raise _ParserBuilt(self)
+    argparse.ArgumentParser.parse_args = caught
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()): entry([])
+    except _ParserBuilt as e: return e.args[0]
+    finally: argparse.ArgumentParser.parse_args = parse_args
+    raise RuntimeError(f"{target} returned without parsing arguments: the command-line reference cannot be built")
+
+def _md(text:str)->str:
+    "Plain text (help strings) safe inside Markdown and table cells."
+    return re.sub(r'([\\`*_\[\]<>|])', r'\\\1', ' '.join(text.split()))
+
+def option_rows(parser:argparse.ArgumentParser)->list[str]:
+    "A Markdown table row per option of `parser`: the option with its value, and what it does."
+    formatter, rows = parser._get_formatter(), []
+    for a in parser._actions:
+        if isinstance(a, argparse._HelpAction): continue
+        value = a.metavar or ('{' + ','.join(map(str, a.choices)) + '}' if a.choices else a.dest.upper())
+        flag = ', '.join(a.option_strings) or a.dest
+        form = flag if a.nargs == 0 else f"{flag} [{value}]" if a.nargs == '?' else f"{flag} {value}"
+        text = formatter._expand_help(a) if a.help else ''
+        notes = [n for n, on in (('required', a.required),
+                                 ('repeatable', isinstance(a, argparse._AppendAction) and 'repeatable' not in text)) if on]
+        if a.nargs == '?' and a.const is not None: notes.append(f"`{flag}` alone: `{a.const}`")
+        if a.choices and a.metavar: notes.append('one of ' + ', '.join(f"`{c}`" for c in a.choices))
+        if a.default not in (None, False, [], argparse.SUPPRESS) and a.nargs != 0 and 'default' not in text:
+            notes.append(f"default: `{a.default}`")
+        form = form.replace('|', '\\|')           # a pipe inside a table cell, even in code, is escaped
+        rows.append(f"| `{form}` | {_md(text)}{' (' + '; '.join(notes) + ')' if notes else ''} |")
+    return rows
+
+def command_section(command:str, target:str)->str:
+    "The reference of one command: what it does, its usage and a table of its options, from its parser."
+    parser = command_parser(target)
+    saved = os.environ.get('COLUMNS')
+    os.environ['COLUMNS'] = '100'                      # argparse wraps the usage line to the terminal's width
+    try: usage = parser.format_usage().strip()
+    finally: os.environ.pop('COLUMNS') if saved is None else os.environ.__setitem__('COLUMNS', saved)
+    module, _, name = target.partition(':')
+    lines = [f"## {command}", "", _md(parser.description or ''), "", "```text", usage, "```", "",
+             ":::{container} cli-options", "| option | what it does |", "| --- | --- |", *option_rows(parser), ":::", ""]
+    if parser.epilog: lines += ["```text", parser.epilog, "```", ""]
+    lines += [f"Entry point: {{py:obj}}`{module}.{name} <{module}.{name}>`; `{command} --help` prints the same.", ""]
+    return '\n'.join(lines)
+
+def cli_page()->str:
+    "The command-line reference: every console script of settings.ini, generated from its own argument parser."
+    commands = console_scripts()
+    lines = ["# Command-line reference", "",
+             "Every command that installing ae_nb puts on the path, with each of its options. This page is generated "
+             "from the commands' own argument parsers when the site is built, so it says what `--help` says. A run's "
+             "settings are not options: `ae_train` takes them from a YAML file and from `--override KEY=VALUE` "
+             "(every key is documented in the [configuration chapter](00_config.ipynb)); what the messages mean is "
+             "on the [troubleshooting page](troubleshooting.ipynb).", "",
+             ', '.join(f"[`{c}`](#{c.replace('_', '-')})" for c, _ in commands), ""]
+    lines += [command_section(c, t) for c, t in commands]
+    return '\n'.join(lines)
 
 
 # ---- 4. vendored widget manager -----------------------------------------------------------------------------
@@ -302,7 +450,10 @@ def main(argv=None)->int:
         if page != 'index': pages.append(page)
     order = [default_exp(json.loads(p.read_text(encoding='utf-8'))) for p in paths]
     (SRC/'api.md').write_text(api_page(names, documented, order), encoding='utf-8')
-    add_toc(SRC/'index.ipynb', pages)
+    try: (SRC/'cli.md').write_text(cli_page(), encoding='utf-8')
+    except RuntimeError as e: print(f"docs: {e}", file=sys.stderr); return 1
+    chapters = {path.relative_to(NBS).with_suffix('').as_posix() for path, module in zip(paths, order) if module}
+    add_toc(SRC/'index.ipynb', pages, chapters)
     if not args.no_vendor: vendor_widget_js()
 
     shutil.rmtree(HTML, ignore_errors=True)          # no page of an earlier build survives
@@ -311,7 +462,7 @@ def main(argv=None)->int:
     res = subprocess.run(cmd, cwd=ROOT)
     if res.returncode: print("docs: Sphinx reported warnings or errors (see above)"); return res.returncode
     (HTML/'.source-stamp').write_text(stamp)
-    print(f"docs: built {HTML.relative_to(ROOT)}/index.html ({len(pages) + 1} notebook pages and the API page; "
+    print(f"docs: built {HTML.relative_to(ROOT)}/index.html ({len(pages) + 1} notebook pages, the CLI and API pages; "
           f"Sphinx took {time.perf_counter() - start:.0f} s)")
     return 0
 

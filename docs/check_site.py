@@ -4,10 +4,14 @@
     python docs/check_site.py [SITE]     # or: make -C docs check (builds first)
 
 Without a browser: every page of the table of contents exists, every internal link (and its #anchor)
-resolves, and every public name of the package has an API entry. With Chromium (/usr/bin/chromium, or
-$CHROMIUM): the pages load in a headless browser without JavaScript errors, search finds `TrainerAE`, the
-widgets of the widgets chapter render from their saved state, and screenshots are saved in
-docs/_build/screenshots.
+resolves, every public name of the package has an API entry; the home page links the CLI reference and the
+troubleshooting page; the CLI reference lists every option of every command; every widget is labelled as a
+snapshot; every page names its notebook by a link that exists, and API entries have [source] links; no
+`<factory>` default, no heading that is a link, no Python warning printed by an example. With Chromium
+(/usr/bin/chromium, or $CHROMIUM): the pages load in a headless browser without JavaScript errors, no code
+block of a notebook page scrolls sideways (the count of those that do, outputs included, is printed),
+widgets render with their snapshot label and no red or hidden progress bar, labels stay readable in the
+dark theme, search finds `TrainerAE`, and screenshots are saved in docs/_build/screenshots.
 """
 from __future__ import annotations
 import base64, html.parser, importlib, json, os, pkgutil, re, shutil, subprocess, sys, tempfile, time, urllib.request
@@ -19,7 +23,9 @@ ROOT = DOCS.parent
 sys.path[:0] = [str(DOCS), str(ROOT)]
 from docs_helpers import read_settings, source_stamp
 
-LIB = read_settings(ROOT/'settings.ini')['lib_name']
+SETTINGS = read_settings(ROOT/'settings.ini')
+LIB, NBS = SETTINGS['lib_name'], ROOT/SETTINGS.get('nbs_path', 'nbs')
+SOURCE = f"{SETTINGS['git_url']}/blob/{SETTINGS.get('branch', 'main')}/"   # + a path of the repository
 SITE = DOCS/'_build'/'html'
 SHOTS = DOCS/'_build'/'screenshots'
 
@@ -49,7 +55,7 @@ def expected_pages(site:Path)->list[str]:
     nbs = ROOT/read_settings(ROOT/'settings.ini').get('nbs_path', 'nbs')
     names = [p.relative_to(nbs).with_suffix('.html').as_posix() for p in nbs.rglob('*.ipynb')
              if not any(part.startswith(('_', '.')) for part in p.relative_to(nbs).parts)]
-    return sorted(set(names) | {'index.html', 'api.html', 'search.html', 'genindex.html'})
+    return sorted(set(names) | {'index.html', 'api.html', 'cli.html', 'search.html', 'genindex.html'})
 
 def check_links(site:Path)->list[str]:
     "Every internal link and image resolves to a file of the site, and a link's #anchor to an id of that page."
@@ -83,6 +89,93 @@ def is_stale(site:Path)->bool:
 
 def check_pages(site:Path)->list[str]:
     return [f"missing page {name}" for name in expected_pages(site) if not (site/name).exists()]
+
+
+def _docs_module(name:str):
+    "docs/NAME.py, loaded under a private name (docs/build.py must not shadow the `build` package)."
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(f"ae_nb_docs_{name}", DOCS/f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+def notebook_pages(site:Path)->list[str]:
+    "The pages made from notebooks (index excluded), as site paths: `03_trainer.html`, `tutorials/...`."
+    return [n for n in expected_pages(site) if n != 'index.html' and (NBS/n).with_suffix('.ipynb').is_file()]
+
+def code_pages(site:Path)->list[str]:
+    "Pages whose code blocks must fit without scrolling: every page made from a notebook, the home page included."
+    return ['index.html'] + notebook_pages(site)
+
+def check_home(site:Path)->list[str]:
+    "The home page links the CLI reference and the troubleshooting page."
+    links = {urlsplit(h).path for h in parse(site/'index.html').links}
+    return [f"index.html: no link to {name}" for name in ('cli.html', 'troubleshooting.html') if name not in links]
+
+def _sections(text:str)->dict:
+    "The sections of a page by id, as their text (tags removed)."
+    return {m[1]: html.unescape(re.sub(r'<[^>]+>', '', m[2]))
+            for m in re.finditer(r'<section id="([^"]+)">(.*?)</section>', text, re.S)}
+
+def check_cli(site:Path)->list[str]:
+    "The CLI reference has a section per console script holding every option of that command's parser."
+    build, problems = _docs_module('build'), []
+    sections = _sections((site/'cli.html').read_text(encoding='utf-8'))
+    for command, target in build.console_scripts():
+        section = sections.get(command.replace('_', '-'))
+        if section is None: problems.append(f"cli.html: no section for {command}"); continue
+        for action in build.command_parser(target)._actions:
+            for flag in action.option_strings:
+                if flag not in ('-h', '--help') and flag not in section:
+                    problems.append(f"cli.html: {command}'s option {flag} is missing")
+    return problems
+
+def check_snapshots(site:Path)->list[str]:
+    "Every cell output that shows a widget says above it that it is a snapshot, naming the notebook to run."
+    problems = []
+    for name in notebook_pages(site):
+        text = (site/name).read_text(encoding='utf-8')
+        source = SOURCE + (NBS/name).with_suffix('.ipynb').relative_to(ROOT).as_posix()
+        for i, cell in enumerate(text.split('<div class="cell docutils container')[1:]):
+            if 'application/vnd.jupyter.widget-view+json' not in cell: continue
+            if 'widget-snapshot' not in cell or source not in cell:
+                problems.append(f"{name}: a widget in cell {i + 1} is not labelled as a snapshot of {source}")
+    return problems
+
+def check_sources(site:Path)->list[str]:
+    """Every page made from a notebook names it (the line under the title and furo's view button) by a link to
+    a file that exists; generated pages (API, CLI) have no view button; API entries of functions, classes and
+    methods, `@patch` ones included, have a [source] link."""
+    problems = []
+    for name in notebook_pages(site) + ['index.html']:
+        text = (site/name).read_text(encoding='utf-8')
+        links = [h for h in parse(site/name).links if h.startswith(SOURCE)]
+        if not links: problems.append(f"{name}: no link to its notebook")
+        problems += [f"{name}: links {h}, which is not a file of the repository" for h in links
+                     if not (ROOT/unquote(h[len(SOURCE):])).is_file()]
+        if name != 'index.html' and 'class="source-link' not in text: problems.append(f"{name}: no source line")
+    for name in ('api.html', 'cli.html'):
+        if 'view-this-page' in (site/name).read_text(encoding='utf-8'): problems.append(f"{name}: a view button")
+    for page in pages(site):
+        if '_modules' in page.parts: continue
+        text = page.read_text(encoding='utf-8')
+        for m in re.finditer(r'<dl class="py (function|class|method|property)">\s*<dt class="sig[^"]*" id="([^"]+)"(.*?)</dt>',
+                             text, re.S):
+            if 'viewcode-link' not in m[3]: problems.append(f"{page.relative_to(site)}: no [source] link for {m[2]}")
+    return problems
+
+def check_polish(site:Path)->list[str]:
+    "No `<factory>` default, no heading that is a link, no Python warning printed by an example."
+    problems = []
+    for page in pages(site):
+        if '_modules' in page.parts: continue
+        name, text = page.relative_to(site), page.read_text(encoding='utf-8')
+        if '&lt;factory&gt;' in text: problems.append(f"{name}: a default shown as <factory>")
+        problems += [f"{name}: heading is a link: {html.unescape(re.sub('<[^>]+>', '', m[0]))[:60]}"
+                     for m in re.finditer(r'<h[1-6]>(?:(?!</h[1-6]>).)*?class="reference internal".*?</h[1-6]>', text, re.S)]
+        problems += [f"{name}: an example prints a warning: {m[1][:80]}"
+                     for m in re.finditer(r'\S+:\d+: (\w+Warning: [^<\n]*)', html.unescape(re.sub(r'<[^>]+>', '', text)))]
+    return problems
 
 
 # ---- a headless Chromium driven over the DevTools protocol ---------------------------------------------------
@@ -171,19 +264,41 @@ class Browser:
     def __exit__(self, *exc): self.close()
 
 
-def check_in_browser(site:Path, binary:str, shots:Path=SHOTS)->list[str]:
-    "Load every page, search for `TrainerAE`, render the widgets, and save screenshots."
-    problems = []
+SCROLLING = """[...document.querySelectorAll('article pre')].filter(p => p.scrollWidth > p.clientWidth + 1).map(p => ({
+    output: p.closest('.cell_output') !== null, width: p.scrollWidth - p.clientWidth,
+    line: p.textContent.split(String.fromCharCode(10)).reduce((a, b) => b.length > a.length ? b : a, '').slice(0, 100)}))"""
+
+def check_in_browser(site:Path, binary:str, shots:Path=SHOTS, report:dict|None=None)->list[str]:
+    """Load every page, count code blocks that scroll sideways, search for `TrainerAE`, render the widgets, and
+    save screenshots. `report`, if given, receives the counts: pages, scrolling code blocks and outputs."""
+    problems, counts, strict = [], {'pages': 0, 'code': 0, 'output': 0}, set(code_pages(site))
     with Browser(binary) as b:
         for name in expected_pages(site):
             b.open((site/name).as_uri())
+            counts['pages'] += 1
             if not b.eval("document.querySelector('article') !== null && document.title.length > 0"):
                 problems.append(f"{name}: page did not load")
             problems += [f"{name}: JavaScript error: {e.splitlines()[0]}" for e in b.errors()]
             broken = b.eval("[...document.images].filter(i => !i.classList.contains('widget-image') && !(i.complete && i.naturalWidth > 0)).map(i => i.src)")
             problems += [f"{name}: image did not load: {src}" for src in broken]
+            for block in b.eval(SCROLLING):
+                counts['output' if block['output'] else 'code'] += 1
+                if not block['output'] and name in strict:
+                    problems.append(f"{name}: a code block scrolls sideways ({block['width']} px): {block['line']}")
+            if b.eval("document.querySelector('script[type=\"application/vnd.jupyter.widget-view+json\"]') !== null"):
+                b.wait_for("document.querySelectorAll('.cell_output .jupyter-widgets').length > 0", 15)
+                unlabelled = b.eval("[...document.querySelectorAll('.cell_output')].filter(o => o.querySelector('.jupyter-widgets')"
+                                    " && !o.querySelector('.widget-snapshot a[href$=\".ipynb\"]')).length")
+                if unlabelled: problems.append(f"{name}: {unlabelled} widget output(s) without a snapshot label")
+                red = b.eval("document.querySelectorAll('.cell_output .progress-bar-danger').length")
+                if red: problems.append(f"{name}: {red} red progress bar(s) (an example stopped mid-way)")
+                hidden = b.eval("[...document.querySelectorAll('.cell_output > .widget-subarea > .jupyter-widgets')]"
+                                ".filter(w => getComputedStyle(w).visibility === 'hidden').length")
+                if hidden: problems.append(f"{name}: {hidden} hidden widget(s) leaving a blank gap")
         b.open((site/'index.html').as_uri()); b.screenshot(shots/'home.png')
         b.open((site/'api.html').as_uri()); b.screenshot(shots/'api.png')
+        b.open((site/'cli.html').as_uri()); b.screenshot(shots/'cli.png')
+        b.open((site/'troubleshooting.html').as_uri()); b.screenshot(shots/'troubleshooting.png')
 
         b.open((site/'search.html').as_uri() + '?q=TrainerAE')
         if not b.wait_for("[...document.querySelectorAll('#search-results a')].some(a => a.textContent.includes('TrainerAE'))"):
@@ -198,8 +313,18 @@ def check_in_browser(site:Path, binary:str, shots:Path=SHOTS)->list[str]:
             else:
                 count = b.eval("document.querySelectorAll('.cell_output > .widget-subarea > .jupyter-widgets').length")
                 for i in range(min(count, 3)): b.screenshot(shots/f'widgets_{i + 1}.png', '.cell_output > .widget-subarea > .jupyter-widgets', i)
-                if not b.eval("[...document.querySelectorAll('img.widget-image')].some(i => i.naturalWidth > 0)"):
+                if not b.eval("[...document.images].some(i => i.classList.contains('widget-image') && i.naturalWidth > 0)"):
                     problems.append("05_widgets.html: widget images did not render")
+            b.send('Emulation.setEmulatedMedia', features=[{'name': 'prefers-color-scheme', 'value': 'dark'}])
+            b.open(widgets.as_uri())
+            if b.wait_for("document.querySelectorAll('.cell_output .jupyter-widgets').length > 0"):
+                b.screenshot(shots/'widgets_dark.png', '.cell_output > .widget-subarea > .jupyter-widgets', 0)
+                light = b.eval("[...document.querySelectorAll('.cell_output .jupyter-widgets .widget-label, .cell_output .jupyter-widgets label')]"
+                               ".filter(l => l.offsetParent && l.textContent.trim()).map(l => getComputedStyle(l).color)"
+                               ".filter(c => { const v = c.match(/\\d+/g).map(Number); return v[0] + v[1] + v[2] < 300; }).length")
+                if light: problems.append(f"05_widgets.html: {light} widget label(s) dark on the dark theme")
+            b.send('Emulation.setEmulatedMedia', features=[])
+    if report is not None: report.update(counts)
     return problems
 
 
@@ -208,11 +333,15 @@ def main(argv=None)->int:
     site = Path(args[0]) if args else SITE
     if not (site/'index.html').exists(): print(f"{site}: no site built (run make -C docs html)"); return 1
     if is_stale(site): print(f"check_site: {site} was built from older sources: rebuild it (make -C docs html)")
-    problems = check_pages(site) + check_links(site) + check_api(site)
-    binary = chromium_path()
-    if binary: problems += check_in_browser(site, binary)
+    problems = (check_pages(site) + check_links(site) + check_api(site) + check_home(site) + check_cli(site)
+                + check_snapshots(site) + check_sources(site) + check_polish(site))
+    binary, counts = chromium_path(), {}
+    if binary: problems += check_in_browser(site, binary, report=counts)
     else: print("check_site: no Chromium found: browser checks skipped")
     for p in problems: print(p)
+    if counts:
+        print(f"check_site: {counts['pages']} pages loaded; code blocks that scroll sideways: {counts['code']} "
+              f"(allowed on none of the notebook pages), printed outputs that do: {counts['output']}")
     print(f"check_site: {len(problems)} problem(s){'' if binary else ' (without a browser)'}"
           + (f"; screenshots in {SHOTS.relative_to(ROOT)}" if binary and SHOTS.exists() else ''))
     return 1 if problems else 0

@@ -1,6 +1,7 @@
-"""Documentation tooling: the build helpers, and the built site (links, API entries; in headless Chromium:
-pages, search, rendered widgets). Site checks need `make -C docs html` first; browser checks need Chromium."""
-import importlib.util, subprocess, sys
+"""Documentation tooling: the build helpers, and the built site (links, API entries, the CLI reference, the
+troubleshooting page, snapshot labels, links to the sources; in headless Chromium: pages, code blocks that
+scroll, search, rendered widgets). Site checks need `make -C docs html` first; browser checks need Chromium."""
+import importlib.util, json, subprocess, sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ def _load(name):
         return module
     finally: sys.path[:] = saved
 
-helpers, build, check_site = _load('docs_helpers'), _load('build'), _load('check_site')
+helpers, build, check_site, conf = _load('docs_helpers'), _load('build'), _load('check_site'), _load('conf')
 docments_fields, escape_rst = helpers.docments_fields, helpers.escape_rst
 
 needs_site = pytest.mark.skipif(not (SITE/'index.html').exists() or check_site.is_stale(SITE),
@@ -67,6 +68,103 @@ def test_public_names_in_prose_become_links():
     assert cell.source == "Use {py:obj}`load_config <ae_nb.config.load_config>`, not `x`:\n```\n`load_config`\n```"
 
 
+def test_cli_reference_is_built_from_the_commands_own_parsers(tmp_path, monkeypatch):
+    (tmp_path/'fake_tool.py').write_text(
+        "import argparse\nran = []\n"
+        "def main(argv=None):\n"
+        "    p = argparse.ArgumentParser(prog='fake', description='Does a thing.')\n"
+        "    p.add_argument('--size', type=int, default=3, help='how big')\n"
+        "    p.add_argument('--mode', choices=['a', 'b'], required=True, help='which one (a|b)')\n"
+        "    p.parse_args(argv)\n    ran.append('work')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    parser = build.command_parser('fake_tool:main')
+    import fake_tool
+    assert parser.prog == 'fake' and fake_tool.ran == []             # caught at parse_args: no work done
+    rows = build.option_rows(parser)
+    assert rows == ["| `--size SIZE` | how big (default: `3`) |",
+                    "| `--mode {a,b}` | which one (a\\|b) (required) |"]
+    page = build.cli_page()                        # the package's own commands, from settings.ini
+    for command, target in build.console_scripts():
+        assert f"## {command}" in page
+        for action in build.command_parser(target)._actions:
+            assert all(f in page for f in action.option_strings if f not in ('-h', '--help')), action
+    assert [c for c, _ in build.console_scripts()] == ['ae_train', 'ae_report', 'ae_embed', 'ae_score']
+
+
+def _widget_nb():
+    "A notebook with a closed (hidden) progress bar, a red one, and a live widget, as nbclient saves them."
+    def hbox(layout, bar): return {'model_name': 'HBoxModel', 'state': {'layout': f'IPY_MODEL_{layout}',
+                                   'children': [f'IPY_MODEL_{bar}']}}
+    state = {'L1': {'model_name': 'LayoutModel', 'state': {'visibility': 'hidden'}},
+             'L2': {'model_name': 'LayoutModel', 'state': {}},
+             'P1': {'model_name': 'FloatProgressModel', 'state': {'bar_style': ''}},
+             'P2': {'model_name': 'FloatProgressModel', 'state': {'bar_style': 'danger'}},
+             'closed': hbox('L1', 'P1'), 'failed': hbox('L2', 'P2'),
+             'form': {'model_name': 'VBoxModel', 'state': {'layout': 'IPY_MODEL_L2', 'children': []}}}
+    view = lambda i: {'output_type': 'display_data', 'data': {build.WIDGET_VIEW: {'model_id': i}}, 'metadata': {}}
+    text = {'output_type': 'stream', 'name': 'stdout', 'text': 'done\n'}
+    cells = [{'cell_type': 'code', 'source': 'x', 'outputs': [view('closed'), text]},
+             {'cell_type': 'code', 'source': 'y', 'outputs': [view('failed')]},
+             {'cell_type': 'code', 'source': 'z', 'outputs': [text, view('form'), view('form')]}]
+    return {'cells': cells, 'metadata': {'widgets': {'application/vnd.jupyter.widget-state+json': {'state': state}}}}
+
+
+def test_widgets_show_as_labelled_snapshots_and_spent_progress_bars_go():
+    nb = _widget_nb()
+    build.widget_snapshots(nb, build.NBS/'05_widgets.ipynb')
+    kinds = [[next(iter(o['data']), None) if 'data' in o else o['output_type'] for o in c['outputs']] for c in nb['cells']]
+    assert kinds == [['stream'], [], ['stream', 'text/html', build.WIDGET_VIEW, build.WIDGET_VIEW]]
+    note = nb['cells'][2]['outputs'][1]['data']['text/html']
+    assert 'Static snapshot of a live widget' in note and 'widget-snapshot' in note
+    assert f'href="{build.SETTINGS["git_url"]}/blob/main/nbs/05_widgets.ipynb"' in note
+
+
+def test_names_in_headings_stay_plain_and_site_urls_become_internal_links():
+    class Cell(dict):
+        __getattr__, __setattr__ = dict.get, dict.__setitem__
+    cell = Cell(cell_type='markdown', source="## `load_config`\n\nSee `load_config`.")
+    build.link_names({'load_config': 'ae_nb.config.load_config'})(cell)
+    assert cell.source == "## `load_config`\n\nSee {py:obj}`load_config <ae_nb.config.load_config>`."
+    cell = Cell(cell_type='markdown', source=f"[ref]({build.DOC_URL}/cli.html), [t]({build.DOC_URL}/troubleshooting.html#x)")
+    build.site_links('tutorials/01_digits_in_a_notebook')(cell)
+    assert cell.source == "[ref](../cli.md), [t](../troubleshooting.ipynb#x)"
+
+
+def test_toc_has_chapters_tutorials_and_the_reference_pages(tmp_path):
+    index = tmp_path/'index.ipynb'
+    index.write_text(json.dumps({'cells': [], 'metadata': {}, 'nbformat': 4, 'nbformat_minor': 5}))
+    build.add_toc(index, ['00_config', 'reliability', 'troubleshooting', 'tutorials/01_x'], {'00_config'})
+    toc = json.loads(index.read_text())['cells'][-1]['source']
+    assert ":caption: Chapters\n\n00_config\n" in toc and ":caption: Tutorials\n\ntutorials/01_x\n" in toc
+    assert ":caption: Reference\n\ncli\ntroubleshooting\nreliability\napi\n" in toc
+
+
+def test_patched_methods_and_properties_get_source_links_and_factories_their_defaults():
+    from sphinx.pycode import ModuleAnalyzer
+    analyzer = ModuleAnalyzer.for_module('ae_nb.widgets'); analyzer.find_tags()
+    assert 'ConfigEditor.save' not in analyzer.tags           # what viewcode alone knows of a @patch method
+    code, tags = conf._patched_source(None, 'ae_nb.widgets')
+    import inspect
+    from ae_nb.widgets import ConfigEditor
+    lines, start = inspect.getsourcelines(ConfigEditor.save)
+    assert tags['ConfigEditor.save'] == ('def', start, start + len(lines) - 1)
+    assert conf._property_module(None, 'ae_nb.trainer', 'TrainerAE.position') == 'ae_nb.trainer'
+    assert conf._property_module(None, 'ae_nb.trainer', 'TrainerAE.train') is None
+    from ae_nb.config import DataConfig
+    sig, _ = conf._factory_defaults(None, 'class', 'DataConfig', DataConfig, {}, '(*, x=1, split=<factory>)', None)
+    assert sig == '(*, x=1, split=SplitConfig())'
+
+
+def test_the_home_page_says_where_the_code_comes_from():
+    index = json.loads((ROOT/'nbs'/'index.ipynb').read_text(encoding='utf-8'))
+    text = '\n'.join(''.join(c['source']) for c in index['cells'])
+    git_url = build.SETTINGS['git_url']
+    assert f"git clone {git_url}" in text
+    assert all(f in text for f in ('ae_report --checkpoint', 'ae_embed --checkpoint', 'ae_score --checkpoint',
+                                   'load_model(', f"{build.DOC_URL}/cli.html", 'troubleshooting.ipynb'))
+    assert 'anchor_bench' not in text and '$ANCHOR' not in text
+
+
 @needs_site
 def test_site_pages_links_and_api_entries():
     assert check_site.check_pages(SITE) == []
@@ -75,10 +173,22 @@ def test_site_pages_links_and_api_entries():
 
 
 @needs_site
+def test_site_links_its_reference_pages_labels_widgets_and_names_sources():
+    assert check_site.check_home(SITE) == []
+    assert check_site.check_cli(SITE) == []
+    assert check_site.check_snapshots(SITE) == []
+    assert check_site.check_sources(SITE) == []
+    assert check_site.check_polish(SITE) == []
+
+
+@needs_site
 @needs_browser
 def test_site_in_a_headless_browser(tmp_path):
-    assert check_site.check_in_browser(SITE, check_site.chromium_path(), shots=tmp_path) == []
-    assert {'home.png', 'api.png', 'search.png', 'widgets_1.png'} <= {p.name for p in tmp_path.iterdir()}
+    counts = {}
+    assert check_site.check_in_browser(SITE, check_site.chromium_path(), shots=tmp_path, report=counts) == []
+    assert counts['pages'] == len(check_site.expected_pages(SITE))
+    assert {'home.png', 'api.png', 'cli.png', 'troubleshooting.png', 'search.png', 'widgets_1.png',
+            'widgets_dark.png'} <= {p.name for p in tmp_path.iterdir()}
 
 
 @pytest.mark.slow
