@@ -88,7 +88,7 @@ def test_cli_reference_is_built_from_the_commands_own_parsers(tmp_path, monkeypa
         assert f"## {command}" in page
         for action in build.command_parser(target)._actions:
             assert all(f in page for f in action.option_strings if f not in ('-h', '--help')), action
-    assert [c for c, _ in build.console_scripts()] == ['ae_train', 'ae_report', 'ae_embed', 'ae_score']
+    assert {'ae_train', 'ae_report', 'ae_embed', 'ae_score'} <= {c for c, _ in build.console_scripts()}
 
 
 def _widget_nb():
