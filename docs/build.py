@@ -239,9 +239,9 @@ class site_links:
     def __init__(self, page:str): self.page = page      # the page being processed, e.g. 'tutorials/01_x'
     def target(self, m)->str:
         name, fragment = m[1], m[2] or ''
-        source = next((f"{name}{s}" for s in ('.ipynb',) if (NBS/f"{name}{s}").exists()), None)
-        if source is None and name in GENERATED_PAGES: source = f"{name}.md"
-        if source is None: return m[0]
+        if (NBS/f"{name}.ipynb").exists(): source = f"{name}.ipynb"
+        elif name in GENERATED_PAGES: source = f"{name}.md"
+        else: return m[0]                                # not a page of this site: left as it is
         return '](' + os.path.relpath(source, os.path.dirname(self.page) or '.').replace(os.sep, '/') + fragment + ')'
     def __call__(self, cell):
         if cell.cell_type == 'markdown':
