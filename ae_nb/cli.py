@@ -28,7 +28,7 @@ __all__ = ['EARLY_INTERRUPT', 'EXIT_OK', 'EXIT_ERROR', 'EXIT_SIGHUP', 'EXIT_SIGI
            'USER_ERRORS', 'parse_arguments', 'resolve_config', 'setup_logging', 'attach_log_file', 'Environment',
            'setup_environment', 'model_profile', 'model_summary', 'auto_threads', 'resume_command', 'exit_code_for',
            'handle_training_interruption', 'StopSignal', 'main', 'raw_glob_problem', 'environment_problems', 'cli_main',
-           'report_main', 'embed_main', 'score_main']
+           'report_main', 'embed_main', 'score_main', 'parse_sweep_arguments', 'sweep_main']
 
 # %% ../nbs/06_cli.ipynb #596725ad
 EXIT_OK, EXIT_ERROR, EXIT_SIGHUP, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 129, 130, 143
@@ -363,7 +363,9 @@ def _run_ended(code:int, # the run's exit code
     if _ExitGuard.active is not None: _ExitGuard.active.code = code
 
 # %% ../nbs/06_cli.ipynb #80fc6350
-def main(config:AEConfig)->int:
+def main(config:AEConfig,   # the run's resolved configuration
+         callbacks=(),       # more watchers for the trainer (`ae_nb.callbacks`), e.g. a sweep's pruner
+        )->int:              # the exit code
     "Train, report and save one run described by `config`; return the exit code."
     from ae_nb.data import make_loaders, print_inputdata_stats
     from ae_nb.trainer import (TrainerAE, get_training_params, log_hyperparameters,
@@ -382,6 +384,7 @@ def main(config:AEConfig)->int:
             trainer = TrainerAE(model, config, train_loader, val_loader, norm=splits.norm,
                                 data_fingerprint=splits.fingerprint, run_dir=env.run_dir,
                                 log=log.info)
+            trainer.callbacks += list(callbacks)
             log_hyperparameters(config, get_training_params(config), log.info)
             _train(trainer, config, env)
             code = _finish_run(trainer, model, splits, env, start) if rank == 0 else EXIT_OK
@@ -481,9 +484,21 @@ def _finish_run(trainer,         # the `TrainerAE` that finished
         return EXIT_ERROR
     results['checkpoints'] = {'final': str(final)} | results.get('checkpoints', {})
     results['wall_time_s'] = time.time() - start
+    _record_wall_time(results)
     results['resume_command'] = resume_command(env.config)
     print_final_results(results, log=env.log.info)
     return EXIT_OK
+
+# %% ../nbs/06_cli.ipynb #178971ac
+def _record_wall_time(results:dict, # `generate_full_report`'s results, with `wall_time_s`
+                     ):
+    "Add the run's wall time to the `metrics.json` the report wrote (rewritten atomically)."
+    import json
+    from ae_nb.report import write_atomic
+    if not results.get('metrics'): return
+    path = Path(results['metrics'])
+    metrics = json.loads(path.read_text()) | {'wall_time_s': round(results['wall_time_s'], 2)}
+    write_atomic(path, lambda tmp: tmp.write_text(json.dumps(metrics, indent=2) + '\n'))
 
 # %% ../nbs/06_cli.ipynb #80a351cd
 def raw_glob_problem(raw_glob:str|list[str]|None, # `data.raw_glob`: glob(s) of raw folders or files
@@ -513,10 +528,11 @@ def environment_problems(config:AEConfig, # resolved configuration
 
 # %% ../nbs/06_cli.ipynb #4af2b447
 def _print_problems(problems:list[str], # lines of `ConfigError.problems`
+                    prog:str='ae_train',  # the command that refuses them
                    )->int:
     "Print configuration problems to stderr, one per line; return the exit code 1."
     n = len(problems)
-    print(f"ae_train: invalid configuration ({n} problem{'s' * (n > 1)}):", file=sys.stderr)
+    print(f"{prog}: invalid configuration ({n} problem{'s' * (n > 1)}):", file=sys.stderr)
     for p in problems: print(f"  {p}", file=sys.stderr)
     return EXIT_ERROR
 
@@ -639,11 +655,27 @@ def _write_csv(path:Path,        # the CSV file
     _write_atomic(path, write)
 
 # %% ../nbs/06_cli.ipynb #5ddcbef3
+def _compare(argv, # `ae_report --compare DIR [--previous]`
+            ):
+    "Print every run under a results folder side by side (`ae_nb.compare`)."
+    p = argparse.ArgumentParser(prog='ae_report --compare',
+                                description="Print every run under DIR side by side: the settings that "
+                                            "differ, test metrics, ratio to PCA, wall time.")
+    p.add_argument('--compare', required=True, metavar='DIR', help="a results folder")
+    p.add_argument('--previous', action='store_true', help="also earlier runs kept in previous/")
+    args = p.parse_args(argv)
+    from ae_nb.compare import compare_runs, format_runs
+    if not Path(args.compare).is_dir(): raise FileNotFoundError(f"--compare {args.compare}: no such folder")
+    print(format_runs(compare_runs(args.compare, args.previous)))
+
+# %% ../nbs/06_cli.ipynb #5ddcbef3
 def _report(argv, # `ae_report`'s arguments
            ):
     "Regenerate a run's report from the checkpoint named in `argv`, and print its results."
+    if '--compare' in (sys.argv[1:] if argv is None else argv): return _compare(argv)
     p = _tool_parser('ae_report',
                      "Regenerate a run's test-set report from a checkpoint, without retraining.")
+    p.epilog = "ae_report --compare DIR prints every run under DIR side by side instead."
     p.add_argument('--output', metavar='DIR',
                    help="run folder that receives report/ (default: the checkpoint's run folder)")
     args = p.parse_args(argv)
@@ -714,6 +746,46 @@ def score_main(argv:list[str]|None=None, # arguments (default: `sys.argv[1:]`)
               ):
     "Entry point of `ae_score`."
     _tool_main(_score, argv)
+
+# %% ../nbs/06_cli.ipynb #b487bf9b
+def parse_sweep_arguments(argv:list[str]|None=None, # arguments (default: `sys.argv[1:]`)
+                         )->argparse.Namespace:
+    "Parse `ae_sweep`'s command line."
+    p = argparse.ArgumentParser(prog='ae_sweep', description="Run (or join, or resume) a hyper-parameter "
+                                "study over a search space; every trial is an ordinary ae_train run.",
+                                epilog="Example: ae_sweep codes.yaml --override training.epochs=20")
+    p.add_argument('sweep', metavar='SWEEP.yaml', help="the sweep file: study settings, base, space")
+    p.add_argument('--config', metavar='FILE', help="base YAML config of every trial (default: packaged)")
+    p.add_argument('--override', metavar='KEY=VALUE', action='append', default=[],
+                   help="change one base setting (repeatable; after the sweep file's `base`)")
+    p.add_argument('--trials', type=int, metavar='N', help="finished trials to aim for (overrides the file)")
+    p.add_argument('--storage', metavar='URL', help="Optuna database URL shared by workers on many machines")
+    return p.parse_args(argv)
+
+# %% ../nbs/06_cli.ipynb #ae7935f2
+def _sweep(args:argparse.Namespace)->int:
+    "Load the sweep and its base configuration, run it; the exit code."
+    from ae_nb.config import ConfigError, apply_config_overrides, load_config
+    from ae_nb.sweep import SweepInterrupted, load_sweep, sweep
+    try:
+        spec = load_sweep(args.sweep)
+        base = apply_config_overrides(load_config(args.config), spec.base + args.override)
+    except ConfigError as e: return _print_problems(e.problems, 'ae_sweep')
+    if args.trials: spec.study.trials = args.trials
+    if args.storage: spec.study.storage = args.storage
+    try: sweep(spec, base)
+    except SweepInterrupted as e:
+        print("ae_sweep: interrupted; the trial saved its checkpoint. Resume with the same command.")
+        return e.code
+    return EXIT_OK
+
+def sweep_main(argv:list[str]|None=None, # arguments (default: `sys.argv[1:]`)
+              ):
+    "Entry point of `ae_sweep`."
+    if argv is None: _ExitGuard().install()
+    code = _sweep(parse_sweep_arguments(argv))
+    _run_ended(code)
+    sys.exit(code)
 
 # %% ../nbs/06_cli.ipynb #dc13759c
 #| eval: false
