@@ -149,6 +149,10 @@ class ModelConfig(Section):
         True,
         description="End the decoder with a full-resolution stage and a 3x3 convolution "
                     "(false: about 2x faster on large inputs, slightly worse on tiny ones).")
+    decoder_kernel_size: int|None = Field(
+        None, ge=1,
+        description="Kernel of the decoder's transposed convolutions (null: `kernel_size`; 4 with "
+                    "stride 2 doubles every size exactly, as DCGAN-style decoders do).")
 
     @model_validator(mode='after')
     def _stages_match(self):

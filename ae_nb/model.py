@@ -51,11 +51,11 @@ def conv_out_size(n:int,           # length coming in
 # %% ../nbs/02_model.ipynb #f3a6c8d1
 def transposed_output_padding(target:int,      # length the encoder saw
                               n:int,           # length the encoder made of it
-                              kernel_size:int, # odd kernel size
+                              kernel_size:int, # the transposed convolution's kernel size
                               stride:int,      # stride along this axis
                              )->int:           # in `[0, stride)` when `n` came from `target`
     "`output_padding` that makes a transposed convolution map length `n` back to exactly `target`."
-    return target - ((n - 1) * stride - 2 * (kernel_size // 2) + kernel_size)
+    return target - ((n - 1) * stride - 2 * ((kernel_size - 1) // 2) + kernel_size)
 
 # %% ../nbs/02_model.ipynb #8782db01
 def stage_shapes(input_size:tuple[int, int],     # (height, width) of one sample
@@ -107,7 +107,7 @@ def conv_block(in_channels:int,      # channels coming in
                output_padding:tuple[int, int]|None=None,
               )->nn.Sequential:
     "Convolution (transposed when `output_padding` is given), normalisation and activation."
-    kw = dict(kernel_size=kernel_size, stride=stride, padding=kernel_size // 2, bias=norm == 'none')
+    kw = dict(kernel_size=kernel_size, stride=stride, padding=(kernel_size - 1) // 2, bias=norm == 'none')
     conv = (nn.Conv2d(in_channels, out_channels, **kw) if output_padding is None
             else nn.ConvTranspose2d(in_channels, out_channels, output_padding=output_padding, **kw))
     return nn.Sequential(conv, norm_layer(norm, out_channels), _ACTIVATIONS[activation]())
@@ -135,11 +135,26 @@ def _check_args(in_channels, embedding_dim, channels, strides, kernel_size, norm
     _choice(output_activation, _OUTPUT_ACTIVATIONS, 'output_activation')
     return [as_pair(s, f"strides[{i}]") for i, s in enumerate(strides)]
 
+# %% ../nbs/02_model.ipynb #7c64cffd
+def _decoder_padding(target:tuple[int, int], # (height, width) the encoder saw
+                     n:tuple[int, int],      # (height, width) it made of it
+                     kernel_size:int,        # the decoder's kernel size
+                     stride:tuple[int, int], # the stage's stride
+                    )->tuple[int, int]:      # the stage's `output_padding`
+    "The output padding that maps `n` back to `target`; `ValueError` when no padding can."
+    pad = tuple(transposed_output_padding(target[a], n[a], kernel_size, stride[a]) for a in (0, 1))
+    if any(not 0 <= p < s for p, s in zip(pad, stride)):
+        raise ValueError(f"decoder_kernel_size {kernel_size} cannot map {n[0]}x{n[1]} back to "
+                         f"{target[0]}x{target[1]} with stride {stride[0]}x{stride[1]}; use an odd "
+                         "decoder kernel, or sample sizes that halve evenly at every stage")
+    return pad
+
 # %% ../nbs/02_model.ipynb #4c2a9a7b
 def _build(model:CNNAutoencoder, strides_hw:list[tuple[int, int]]):
     "Create the encoder, bottleneck, decoder and head of `model` from its `hparams` and `sizes`."
     hp, sizes = model.hparams, model.sizes
     k, norm, act, chans = hp['kernel_size'], hp['norm'], hp['activation'], hp['channels']
+    kd = hp.get('decoder_kernel_size') or k
     ins = [hp['in_channels']] + chans[:-1]
     model.encoder = nn.Sequential(*[conv_block(ins[i], chans[i], k, strides_hw[i], norm, act)
                                     for i in range(len(chans))])
@@ -151,12 +166,11 @@ def _build(model:CNNAutoencoder, strides_hw:list[tuple[int, int]]):
                                  nn.Unflatten(1, model.latent_shape))
     ups = []
     for i in reversed(range(len(chans))):
-        pad = tuple(transposed_output_padding(sizes[i][a], sizes[i + 1][a], k, strides_hw[i][a])
-                    for a in (0, 1))
+        pad = _decoder_padding(sizes[i], sizes[i + 1], kd, strides_hw[i])
         if i == 0 and not hp['head']:
-            ups.append(nn.ConvTranspose2d(chans[0], hp['in_channels'], k, strides_hw[0], k // 2,
-                                          output_padding=pad))
-        else: ups.append(conv_block(chans[i], chans[max(i - 1, 0)], k, strides_hw[i], norm, act,
+            ups.append(nn.ConvTranspose2d(chans[0], hp['in_channels'], kd, strides_hw[0],
+                                          (kd - 1) // 2, output_padding=pad))
+        else: ups.append(conv_block(chans[i], chans[max(i - 1, 0)], kd, strides_hw[i], norm, act,
                                     output_padding=pad))
     model.decoder = nn.Sequential(*ups)
     out = _OUTPUT_ACTIVATIONS[hp['output_activation']]()
@@ -181,6 +195,7 @@ class CNNAutoencoder(nn.Module):
                  # a full-resolution stage and 3x3 conv after the decoder
                  # (False: ~2x faster on large inputs)
                  head:bool=True,
+                 decoder_kernel_size:int|None=None, # kernel of the transposed convs (None: kernel_size)
                 ):
         super().__init__()
         strides_hw = _check_args(in_channels, embedding_dim, channels, strides, kernel_size, norm,
@@ -195,6 +210,8 @@ class CNNAutoencoder(nn.Module):
                      for s in strides],
             kernel_size=kernel_size, norm=norm, activation=activation,
             output_activation=output_activation, head=bool(head))
+        if decoder_kernel_size is not None:   # only when set: older checkpoints' settings stay equal
+            self.hparams['decoder_kernel_size'] = int(decoder_kernel_size)
         _build(self, strides_hw)
 
 # %% ../nbs/02_model.ipynb #146f6b32

@@ -104,7 +104,9 @@ def reference_config(args, results_dir:str, epochs:int, compile:str='auto'):
         'data': {'source': 'synthetic', 'batch_size': args.batch_size,
                  'synthetic': {'n_samples': n_total, 'channels': 1, 'height': args.size, 'width': args.size}},
         'model': {'embedding_dim': 64, 'channels': [32, 64, 128, 256], 'strides': [2, 2, 2, 2], 'kernel_size': 3,
-                  'norm': 'batch', 'activation': 'relu', 'output_activation': 'sigmoid', 'head': args.head},
+                  'norm': 'batch', 'activation': 'relu', 'output_activation': 'sigmoid', 'head': args.head,
+                  # without the head, the anchor's decoder exactly: transposed convolutions of kernel 4
+                  'decoder_kernel_size': None if args.head else 4},
         'training': {'epochs': epochs, 'learning_rate': args.lr, 'weight_decay': 0.01, 'optimizer': 'adamw', 'loss': 'mse'},
         'resources': {'device': args.device, 'threads': args.threads, 'performance': {'compile': compile}},
         'logging': {'progress': 'never', 'wandb': {'mode': args.wandb}},
@@ -358,8 +360,8 @@ def parse_args(argv=None):
     p.add_argument('--repeats', type=int, default=1, help='run the variant list this many times, interleaved')
     p.add_argument('--threads', type=int, default=None, help='torch CPU threads (resources.threads; default torch\'s)')
     p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--head', action='store_true', help="model.head: true (a full-resolution stage and 3x3 conv after the decoder); "
-                   "the default, false, ends the decoder like the anchor's model")
+    p.add_argument('--head', action='store_true', help="ae_nb's default model (model.head: true, 3x3 transposed convs); "
+                   "without it the model is the anchor's architecture (head false, 4x4 transposed convs, same FLOPs)")
     p.add_argument('--wandb', default='offline', choices=['offline', 'disabled'], help="W&B mode (ae_nb's default: offline)")
     p.add_argument('--json-out', default=None, help='also append the JSON lines to this file')
     p.add_argument('--compare', default=None, help='JSON-lines file (anchor + this script) to summarise at the end')
