@@ -11,6 +11,7 @@ from typing import Callable
 import numpy as np
 from fastcore.basics import patch
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from torch import Tensor
 
 from .checkpoint import get_rng_state, set_rng_state
@@ -224,8 +225,9 @@ def plot_losses(history:dict, # `trainer.history`
                 path=None,    # PNG to write, if given
                )->Figure:
     "Training and validation loss per epoch, on a log scale."
-    fig = Figure(figsize=(5, 3.2))
-    ax = fig.add_axes((0.15, 0.15, 0.8, 0.8))
+    fig = Figure(figsize=(5, 3.2), layout='constrained')   # room for the log-scale tick labels
+    ax = fig.subplots()
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.plot(history['epoch'], history['train_loss'], 'o-', ms=3, label='train')
     val = [(e, v) for e, v in zip(history['epoch'], history['val_loss']) if v is not None]
     if val: ax.plot(*zip(*val), 'o-', ms=3, label='validation')
