@@ -8,6 +8,7 @@ import csv, json, math, time
 from pathlib import Path
 from typing import Callable, Literal, Union
 
+from fastcore.basics import patch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .callbacks import Callback
@@ -17,30 +18,38 @@ from .runfolder import LOCK_NAME, read_lock, stale_reason
 
 # %% auto #0
 __all__ = ['STARTUP_GRACE_S', 'StudySettings', 'Choice', 'Range', 'SweepSpec', 'load_sweep', 'suggest', 'trial_values',
-           'trial_config', 'Pruning', 'SweepInterrupted', 'run_trial', 'cut_short_trial', 'requeue_lost_trials',
-           'grid_space', 'storage_url', 'open_study', 'Progress', 'sweep', 'trials_table', 'rate_distortion',
-           'pca_curve', 'write_sweep_report']
+           'trial_config', 'Pruning', 'cut_short_trial', 'requeue_lost_trials', 'SweepInterrupted', 'run_trial',
+           'grid_space', 'storage_url', 'open_study', 'Progress', 'trials_table', 'rate_distortion', 'pca_curve',
+           'write_sweep_report', 'sweep']
 
 # %% ../nbs/07_sweep.ipynb #9b1359ee
 class _Strict(BaseModel):
     model_config = ConfigDict(extra='forbid', strict=True)
 
+# %% ../nbs/07_sweep.ipynb #65a97975
 class StudySettings(_Strict):
     "How the study runs: its name, size, storage, sampler and pruner."
-    name: str|None = Field(None, description="Study name and folder (default: the sweep file's name).")
-    trials: int = Field(20, ge=1, description="Finished trials (complete or pruned) the study aims for.")
-    storage: str|None = Field(None, description="Optuna storage URL (default: SQLite in the study folder).")
+    name: str|None = Field(
+        None, description="Study name and folder (default: the sweep file's name).")
+    trials: int = Field(
+        20, ge=1, description="Finished trials (complete or pruned) the study aims for.")
+    storage: str|None = Field(
+        None, description="Optuna storage URL (default: SQLite in the study folder).")
     sampler: Literal['tpe', 'random', 'grid'] = Field(
-        'tpe', description="How trials are proposed: TPE, at random, or every point of a grid once.")
+        'tpe', description="How trials are proposed: TPE, at random, "
+                           "or every point of a grid once.")
     seed: int = Field(0, ge=0, description="Seed of the sampler.")
-    pruner: Literal['median', 'none'] = Field('median', description="Stop trials worse than the median.")
-    startup_trials: int = Field(3, ge=0, description="Trials run to the end before pruning starts.")
+    pruner: Literal['median', 'none'] = Field(
+        'median', description="Stop trials worse than the median.")
+    startup_trials: int = Field(
+        3, ge=0, description="Trials run to the end before pruning starts.")
 
 # %% ../nbs/07_sweep.ipynb #cb1d3597
 class Choice(_Strict):
     "A categorical parameter: one of `choices`."
     choices: list = Field(min_length=1)
 
+# %% ../nbs/07_sweep.ipynb #de6cd26b
 class Range(_Strict):
     "A numeric parameter in [`low`, `high`], on a log scale or in steps of `step`."
     model_config = ConfigDict(extra='forbid')
@@ -52,8 +61,10 @@ class Range(_Strict):
 
     @model_validator(mode='after')
     def _sane(self):
-        if not self.low < self.high: raise ValueError(f"low must be below high, got {self.low}..{self.high}")
-        if self.log and self.low <= 0: raise ValueError(f"a log scale needs low > 0, got {self.low}")
+        if not self.low < self.high:
+            raise ValueError(f"low must be below high, got {self.low}..{self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log scale needs low > 0, got {self.low}")
         if self.log and self.step: raise ValueError("log and step cannot be combined")
         return self
 
@@ -65,12 +76,15 @@ class SweepSpec(_Strict):
     space: dict[str, Union[Choice, Range]] = Field(min_length=1)
 
 # %% ../nbs/07_sweep.ipynb #4b8a639e
-def _integer_range(spec:dict)->bool:
+def _integer_range(spec:dict, # a range as written in the sweep file
+                  )->bool:
     "Whether a written range is all integers (so the parameter is an integer)."
     values = [spec.get(k) for k in ('low', 'high', 'step') if spec.get(k) is not None]
     return all(isinstance(v, int) and not isinstance(v, bool) for v in values)
 
-def _space_problems(raw:RawConfig)->list[str]:
+# %% ../nbs/07_sweep.ipynb #46e79eba
+def _space_problems(raw:RawConfig, # a loaded sweep file
+                   )->list[str]:   # one line per unknown key, naming file and line
     "Unknown keys in the `space` of a loaded sweep file, with a suggestion each."
     valid = set(schema_keys())
     return [f"{raw.where('space.' + k)}space.{k}: not a config key.{did_you_mean(k)}"
@@ -84,12 +98,14 @@ def load_sweep(path:str|Path, # the sweep file (YAML)
     space = raw.get('space')
     if isinstance(space, dict):
         for spec in space.values():
-            if isinstance(spec, dict) and 'choices' not in spec: spec['integer'] = _integer_range(spec)
+            if isinstance(spec, dict) and 'choices' not in spec:
+                spec['integer'] = _integer_range(spec)
     if problems := _space_problems(raw): raise ConfigError(problems)
     try: sweep = SweepSpec.model_validate(dict(raw))
     except ValidationError as e:
         raise ConfigError([f"{raw.where('.'.join(map(str, err['loc'])))}"
-                           f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()]) from None
+                           f"{'.'.join(map(str, err['loc']))}: {err['msg']}"
+                           for err in e.errors()]) from None
     sweep.study.name = sweep.study.name or Path(path).stem
     return sweep
 
@@ -104,21 +120,23 @@ def suggest(trial,              # an `optuna.trial.Trial` (or `FixedTrial`)
             pick = trial.suggest_categorical(key, [json.dumps(c) for c in p.choices])
             values[key] = json.loads(pick)   # lists are choices too: Optuna stores them as text
         elif p.integer:
-            values[key] = trial.suggest_int(key, int(p.low), int(p.high), step=int(p.step or 1), log=p.log)
+            values[key] = trial.suggest_int(key, int(p.low), int(p.high), step=int(p.step or 1),
+                                            log=p.log)
         else: values[key] = trial.suggest_float(key, p.low, p.high, step=p.step, log=p.log)
     return values
 
 # %% ../nbs/07_sweep.ipynb #d0a0832d
-def trial_values(trial)->dict:
+def trial_values(trial, # an Optuna trial (or `FrozenTrial`) with its parameters
+                )->dict: # {config key: value}
     "A trial's parameters as config values (categorical choices decoded from their JSON text)."
     return {k: json.loads(v) if isinstance(v, str) else v for k, v in trial.params.items()}
 
 # %% ../nbs/07_sweep.ipynb #b098acc3
-def trial_config(base:RawConfig,   # the base configuration as loaded (`--config`), overrides applied
-                 values:dict,      # this trial's values (`suggest`)
-                 study_dir:Path,   # the study's folder
-                 run:str,          # the trial's run folder name, e.g. `trial_0003`
-                )->AEConfig:       # the trial's validated configuration
+def trial_config(base:RawConfig,  # the base configuration as loaded (`--config`), overrides applied
+                 values:dict,     # this trial's values (`suggest`)
+                 study_dir:Path,  # the study's folder
+                 run:str,         # the trial's run folder name, e.g. `trial_0003`
+                )->AEConfig:      # the trial's validated configuration
     "The run configuration of one trial: base, values, and a run folder inside the study's."
     plain = validate_configuration(base)
     fixed = {'experiment.results_dir': str(study_dir), 'experiment.name': run,
@@ -128,26 +146,104 @@ def trial_config(base:RawConfig,   # the base configuration as loaded (`--config
 
 # %% ../nbs/07_sweep.ipynb #d3891de0
 class Pruning(Callback):
-    "Reports each epoch's validation loss to an Optuna trial; ends a hopeless run at the epoch's end."
-    def __init__(self, trial): self.trial, self.pruned = trial, False
+    "Reports each epoch's validation loss to an Optuna trial; ends a hopeless run after the epoch."
+    def __init__(self, trial, # the `optuna.trial.Trial` the run reports to
+                ):
+        self.trial, self.pruned = trial, False
 
-    def epoch_end(self, trainer):
-        loss = trainer.history['val_loss'][-1]
-        if loss is None: loss = trainer.history['train_loss'][-1]
-        self.trial.report(loss, step=trainer.epoch)
-        if self.trial.should_prune():
-            self.pruned = True
-            trainer.stop_early(f"pruned by the sweep (validation loss {loss:.5g} at epoch {trainer.epoch})")
+# %% ../nbs/07_sweep.ipynb #c2ef5d64
+@patch
+def epoch_end(self:Pruning, trainer, # the `TrainerAE` whose epoch just ended
+             ):
+    "Report the epoch's loss to the trial; if the pruner says so, stop the run after this epoch."
+    loss = trainer.history['val_loss'][-1]
+    if loss is None: loss = trainer.history['train_loss'][-1]
+    self.trial.report(loss, step=trainer.epoch)
+    if self.trial.should_prune():
+        self.pruned = True
+        trainer.stop_early(f"pruned by the sweep (validation loss {loss:.5g} "
+                           f"at epoch {trainer.epoch})")
+
+# %% ../nbs/07_sweep.ipynb #600a7463
+STARTUP_GRACE_S = 120.0   # a running trial without a lock this young may still be starting up
+
+def _orphaned(trial,          # a running trial (`FrozenTrial`)
+              study_dir:Path, # the study's folder
+              now:float,      # the time now (`time.time()`)
+             )->bool:
+    "Whether running `trial` has no live owner: a stale lock, or none long after it started."
+    run = trial.user_attrs.get('run')
+    lock = study_dir/run/LOCK_NAME if run else None
+    owner = read_lock(lock) if lock is not None else None
+    if owner is None:
+        return now - trial.datetime_start.timestamp() > STARTUP_GRACE_S
+    try: return bool(owner) and stale_reason(owner, lock) is not None
+    except FileNotFoundError: return False
+
+# %% ../nbs/07_sweep.ipynb #5a5bd0ff
+def _cut_short(t, # a trial of the study (`FrozenTrial`)
+              )->bool:
+    "Whether finished trial `t` was cut short (a signal, or its worker died) rather than failed."
+    from optuna.trial import TrialState
+    return t.state == TrialState.FAIL and bool(t.user_attrs.get('interrupted')
+                                               or t.user_attrs.get('lost'))
+
+# %% ../nbs/07_sweep.ipynb #824404c1
+def cut_short_trial(study,       # the `optuna.Study`
+                    params:dict, # a trial's parameters, as Optuna stores them
+                   ):            # the cut-short `FrozenTrial`, or None
+    "The cut-short trial with these `params` that no other trial has resumed yet, or None."
+    trials = study.get_trials(deepcopy=False)
+    resumed = {t.user_attrs.get('resume_of') for t in trials}
+    return next((t for t in trials if _cut_short(t) and t.params == params
+                 and t.number not in resumed and t.user_attrs.get('run')), None)
+
+# %% ../nbs/07_sweep.ipynb #46036e0d
+def _enqueue_again(study, # the `optuna.Study`
+                   t,     # a cut-short trial of it
+                  ):
+    "Queue trial `t`'s values again (for a grid sampler, as the same point of its grid)."
+    from optuna.trial import TrialState
+    study.enqueue_trial(t.params)
+    if 'grid_id' not in t.system_attrs: return
+    waiting = [w for w in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))]
+    for key in ('search_space', 'grid_id'):   # the grid sampler leaves a queued trial without them
+        study._storage.set_trial_system_attr(waiting[-1]._trial_id, key, t.system_attrs[key])
+
+# %% ../nbs/07_sweep.ipynb #d1ce1de5
+def requeue_lost_trials(study,               # the `optuna.Study`
+                        study_dir:Path,      # its folder
+                        log:Callable=print,  # where each requeued trial is reported
+                       )->list[int]:         # numbers of the cut-short trials waiting to resume
+    "Fail running trials whose worker died, and queue every cut-short trial's values again."
+    from optuna.trial import TrialState
+    now = time.time()
+    for t in study.get_trials(deepcopy=False):
+        if t.state == TrialState.RUNNING and _orphaned(t, study_dir, now):
+            study._storage.set_trial_user_attr(t._trial_id, 'lost', True)
+            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+    waiting = [t for t in study.get_trials(deepcopy=False)
+               if _cut_short(t) and cut_short_trial(study, t.params) is t]
+    for t in waiting:
+        _enqueue_again(study, t)
+        log(f"sweep: trial {t.number} was cut short; it will resume in {t.user_attrs.get('run')}")
+    return [t.number for t in waiting]
 
 # %% ../nbs/07_sweep.ipynb #dbe4441d
 class SweepInterrupted(Exception):
     "A signal stopped the trial being run (it saved its emergency checkpoint); the sweep stops too."
-    def __init__(self, code:int): self.code = code; super().__init__(f"stopped by a signal (exit {code})")
+    def __init__(self, code:int, # the run's exit code (128 + the signal's number)
+                ):
+        self.code = code
+        super().__init__(f"stopped by a signal (exit {code})")
 
-def _best_val(run_dir:Path)->float:
+# %% ../nbs/07_sweep.ipynb #44c9a0b5
+def _best_val(run_dir:Path, # a finished run's folder
+             )->float:
     "The selection metric a finished run reached: its best validation (or training) loss."
     import torch
-    ck = torch.load(run_dir/'checkpoints'/'final_checkpoint.pth', map_location='cpu', weights_only=True)
+    ck = torch.load(run_dir/'checkpoints'/'final_checkpoint.pth', map_location='cpu',
+                    weights_only=True)
     return float(ck['best_val'])
 
 # %% ../nbs/07_sweep.ipynb #dd8c5d7f
@@ -170,67 +266,18 @@ def run_trial(trial,                 # the `optuna.trial.Trial` to run
         update={'restart': True, 'restart_from': 'auto'})})
     pruning = Pruning(trial)
     code = main(config, callbacks=[pruning])
-    if code in (130, 143, 129): trial.set_user_attr('interrupted', True); raise SweepInterrupted(code)
-    if code: raise RuntimeError(f"trial {trial.number} failed (exit {code}); see {study_dir/run/'train.log'}")
+    if code in (130, 143, 129):
+        trial.set_user_attr('interrupted', True)
+        raise SweepInterrupted(code)
+    if code:
+        raise RuntimeError(f"trial {trial.number} failed (exit {code}); "
+                           f"see {study_dir/run/'train.log'}")
     if pruning.pruned: raise optuna.TrialPruned()
     return _best_val(study_dir/run)
 
-# %% ../nbs/07_sweep.ipynb #600a7463
-STARTUP_GRACE_S = 120.0   # a running trial without a lock this young may still be starting up
-
-def _orphaned(trial, study_dir:Path, now:float)->bool:
-    "Whether running `trial` has no live owner: its lock is stale, or missing long after it started."
-    run = trial.user_attrs.get('run')
-    lock = study_dir/run/LOCK_NAME if run else None
-    owner = read_lock(lock) if lock is not None else None
-    if owner is None:
-        return now - trial.datetime_start.timestamp() > STARTUP_GRACE_S
-    try: return bool(owner) and stale_reason(owner, lock) is not None
-    except FileNotFoundError: return False
-
-# %% ../nbs/07_sweep.ipynb #5a5bd0ff
-def _cut_short(t)->bool:
-    "Whether finished trial `t` was cut short (a signal, or its worker died) rather than failed."
-    from optuna.trial import TrialState
-    return t.state == TrialState.FAIL and bool(t.user_attrs.get('interrupted') or t.user_attrs.get('lost'))
-
-def cut_short_trial(study, params:dict):
-    "The cut-short trial with these `params` that no other trial has resumed yet (None: there is none)."
-    trials = study.get_trials(deepcopy=False)
-    resumed = {t.user_attrs.get('resume_of') for t in trials}
-    return next((t for t in trials if _cut_short(t) and t.params == params and t.number not in resumed
-                 and t.user_attrs.get('run')), None)
-
-# %% ../nbs/07_sweep.ipynb #46036e0d
-def _enqueue_again(study, t):
-    "Queue trial `t`'s values again (for a grid sampler, as the same point of its grid)."
-    from optuna.trial import TrialState
-    study.enqueue_trial(t.params)
-    if 'grid_id' not in t.system_attrs: return
-    waiting = [w for w in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))]
-    for key in ('search_space', 'grid_id'):   # the grid sampler leaves a queued trial without them
-        study._storage.set_trial_system_attr(waiting[-1]._trial_id, key, t.system_attrs[key])
-
-def requeue_lost_trials(study,               # the `optuna.Study`
-                        study_dir:Path,      # its folder
-                        log:Callable=print,  # where each requeued trial is reported
-                       )->list[int]:         # numbers of the cut-short trials waiting to resume
-    "Fail running trials whose worker died, and queue every cut-short trial's values again."
-    from optuna.trial import TrialState
-    now = time.time()
-    for t in study.get_trials(deepcopy=False):
-        if t.state == TrialState.RUNNING and _orphaned(t, study_dir, now):
-            study._storage.set_trial_user_attr(t._trial_id, 'lost', True)
-            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-    waiting = [t for t in study.get_trials(deepcopy=False)
-               if _cut_short(t) and cut_short_trial(study, t.params) is t]
-    for t in waiting:
-        _enqueue_again(study, t)
-        log(f"sweep: trial {t.number} was cut short; it will resume in {t.user_attrs.get('run')}")
-    return [t.number for t in waiting]
-
 # %% ../nbs/07_sweep.ipynb #71e0b006
-def grid_space(space:dict)->dict:
+def grid_space(space:dict, # `SweepSpec.space`
+              )->dict:     # {config key: the grid's values}
     "The grid of every parameter of `space`, as Optuna's `GridSampler` takes it."
     grid = {}
     for key, p in space.items():
@@ -238,14 +285,31 @@ def grid_space(space:dict)->dict:
         elif p.step or p.integer:
             step, n = p.step or 1, int(round((p.high - p.low) / (p.step or 1))) + 1
             grid[key] = [int(p.low + i * step) if p.integer else p.low + i * step for i in range(n)]
-        else: raise ConfigError([f"space.{key}: a grid needs choices or a step, got a continuous range"])
+        else:
+            raise ConfigError([f"space.{key}: a grid needs choices or a step, "
+                               "got a continuous range"])
     return grid
 
 # %% ../nbs/07_sweep.ipynb #316dcf28
-def storage_url(spec:SweepSpec, study_dir:Path)->str:
+def storage_url(spec:SweepSpec, # the sweep
+                study_dir:Path, # its folder
+               )->str:          # an Optuna storage URL
     "Where the study is kept: `study.storage`, or a SQLite file in the study folder."
     return spec.study.storage or f"sqlite:///{(study_dir/'study.db').absolute()}"
 
+# %% ../nbs/07_sweep.ipynb #3a427a47
+def _sampler(spec:SweepSpec, # the sweep
+            ):               # the Optuna sampler `study.sampler` names
+    "A new, seeded sampler of the kind `study.sampler` names: TPE, random search or the grid."
+    import optuna
+    s = spec.study
+    samplers = {'tpe': lambda: optuna.samplers.TPESampler(
+                    seed=s.seed, n_startup_trials=max(s.startup_trials, 1)),
+                'random': lambda: optuna.samplers.RandomSampler(seed=s.seed),
+                'grid': lambda: optuna.samplers.GridSampler(grid_space(spec.space), seed=s.seed)}
+    return samplers[s.sampler]()
+
+# %% ../nbs/07_sweep.ipynb #d3e2a5a0
 def open_study(spec:SweepSpec,   # the sweep
                study_dir:Path,   # its folder (created)
               ):                 # the `optuna.Study`, new or joined
@@ -253,67 +317,56 @@ def open_study(spec:SweepSpec,   # the sweep
     import optuna
     study_dir.mkdir(parents=True, exist_ok=True)
     s = spec.study
-    samplers = {'tpe': lambda: optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=max(s.startup_trials, 1)),
-                'random': lambda: optuna.samplers.RandomSampler(seed=s.seed),
-                'grid': lambda: optuna.samplers.GridSampler(grid_space(spec.space), seed=s.seed)}
-    sampler = samplers[s.sampler]()
-    pruner = (optuna.pruners.MedianPruner(n_startup_trials=s.startup_trials) if s.pruner == 'median'
-              else optuna.pruners.NopPruner())
-    storage = optuna.storages.RDBStorage(storage_url(spec, study_dir),
-                                         engine_kwargs={'connect_args': {'timeout': 60}}
-                                         if storage_url(spec, study_dir).startswith('sqlite') else None)
-    return optuna.create_study(study_name=s.name, storage=storage, sampler=sampler, pruner=pruner,
-                               direction='minimize', load_if_exists=True)
+    pruner = (optuna.pruners.MedianPruner(n_startup_trials=s.startup_trials)
+              if s.pruner == 'median' else optuna.pruners.NopPruner())
+    url = storage_url(spec, study_dir)
+    sqlite = {'connect_args': {'timeout': 60}} if url.startswith('sqlite') else None
+    storage = optuna.storages.RDBStorage(url, engine_kwargs=sqlite)
+    return optuna.create_study(study_name=s.name, storage=storage, sampler=_sampler(spec),
+                               pruner=pruner, direction='minimize', load_if_exists=True)
 
 # %% ../nbs/07_sweep.ipynb #30bfba29
 class Progress:
     "Optuna callback: one line per finished trial, with the study's progress and the time left."
-    def __init__(self, target:int, log:Callable=print):
+    def __init__(self, target:int,      # finished trials the study aims for
+                 log:Callable=print,    # where the lines go
+                ):
         self.target, self.log, self.durations = target, log, []
 
-    def __call__(self, study, trial):
-        from optuna.trial import TrialState
-        if trial.duration: self.durations.append(trial.duration.total_seconds())
-        states = [t.state for t in study.get_trials(deepcopy=False)]
-        done = sum(s in (TrialState.COMPLETE, TrialState.PRUNED) for s in states)
-        pruned = sum(s == TrialState.PRUNED for s in states)
-        what = trial.state.name.lower() + (f", val {trial.value:.5g}" if trial.value is not None else '')
-        best = next((f"best {study.best_value:.5g} (trial {study.best_trial.number})"
-                     for _ in [0] if any(s == TrialState.COMPLETE for s in states)), 'no complete trial yet')
-        left = max(self.target - done, 0) * sum(self.durations) / max(len(self.durations), 1)
-        self.log(f"sweep: trial {trial.number} {what}; {done}/{self.target} done ({pruned} pruned); "
-                 f"{best}; about {left / 60:.1f} min left")
-
-# %% ../nbs/07_sweep.ipynb #d6b3baae
-def sweep(spec:SweepSpec,         # the sweep (`load_sweep`)
-          base:RawConfig,         # the base configuration (`load_config`, overrides applied)
-          log:Callable=print,     # where progress lines go
-         ):                       # the `optuna.Study`
-    "Run the study until it has `study.trials` finished trials; write its report; return the study."
-    import optuna
-    from optuna.study import MaxTrialsCallback
+# %% ../nbs/07_sweep.ipynb #79047908
+@patch
+def __call__(self:Progress, study, # the `optuna.Study`
+             trial,                # the trial that just finished (`FrozenTrial`)
+            ):
+    "Log what `trial` did, how far the study is, the best so far and the time left."
     from optuna.trial import TrialState
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study_dir = Path(validate_configuration(base).experiment.results_dir)/spec.study.name
-    study = open_study(spec, study_dir)
-    log(f"sweep '{spec.study.name}' in {study_dir} ({storage_url(spec, study_dir)})")
-    requeue_lost_trials(study, study_dir, log)
-    enough = MaxTrialsCallback(spec.study.trials, states=(TrialState.COMPLETE, TrialState.PRUNED))
-    objective = lambda trial: run_trial(trial, spec, base, study_dir)
-    try: study.optimize(objective, callbacks=[enough, Progress(spec.study.trials, log)],
-                        catch=(RuntimeError,))
-    finally: write_sweep_report(study, spec, base, study_dir, log)
-    return study
+    if trial.duration: self.durations.append(trial.duration.total_seconds())
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    done = sum(s in (TrialState.COMPLETE, TrialState.PRUNED) for s in states)
+    pruned = sum(s == TrialState.PRUNED for s in states)
+    what = trial.state.name.lower() + (f", val {trial.value:.5g}"
+                                       if trial.value is not None else '')
+    best = next((f"best {study.best_value:.5g} (trial {study.best_trial.number})"
+                 for _ in [0] if any(s == TrialState.COMPLETE for s in states)),
+                'no complete trial yet')
+    left = max(self.target - done, 0) * sum(self.durations) / max(len(self.durations), 1)
+    self.log(f"sweep: trial {trial.number} {what}; {done}/{self.target} done ({pruned} pruned); "
+             f"{best}; about {left / 60:.1f} min left")
 
 # %% ../nbs/07_sweep.ipynb #ded0ed5b
-def _trial_metrics(study_dir:Path, run:str|None)->dict:
+def _trial_metrics(study_dir:Path,  # the study's folder
+                   run:str|None,    # the trial's run folder name (None: it never started)
+                  )->dict:          # 'test_mse', 'pca_mse', 'ratio_to_pca'; {} without a report
     "Test MSE, PCA MSE and their ratio from a trial's report (empty if it has none)."
     try: m = json.loads((study_dir/run/'report'/'metrics.json').read_text())
     except (OSError, ValueError, TypeError): return {}
     return {'test_mse': m.get('test', {}).get('mse'), 'pca_mse': m.get('pca', {}).get('mse'),
             'ratio_to_pca': m.get('ae_vs_pca_mse_ratio')}
 
-def trials_table(study, study_dir:Path)->list[dict]:
+# %% ../nbs/07_sweep.ipynb #6576d646
+def trials_table(study,          # the `optuna.Study`
+                 study_dir:Path, # its folder
+                )->list[dict]:   # one row per trial, in trial order
     "One row per trial: number, state, parameters, validation loss, test metrics, duration, folder."
     rows = []
     for t in study.get_trials(deepcopy=False):
@@ -325,9 +378,9 @@ def trials_table(study, study_dir:Path)->list[dict]:
     return rows
 
 # %% ../nbs/07_sweep.ipynb #77e0d64b
-def rate_distortion(rows:list[dict],     # `trials_table` rows of trials that varied `model.embedding_dim`
-                    pca_mse:dict,        # {code size: PCA test MSE}
-                    path=None,           # PNG to write, if given
+def rate_distortion(rows:list[dict], # `trials_table` rows of a sweep over `model.embedding_dim`
+                    pca_mse:dict,    # {code size: PCA test MSE}
+                    path=None,       # PNG to write, if given
                    ):
     "Test MSE against code size: every trial (dots), the best per size (line), and PCA."
     from matplotlib.figure import Figure
@@ -350,7 +403,7 @@ def rate_distortion(rows:list[dict],     # `trials_table` rows of trials that va
 def pca_curve(base:RawConfig,        # the base configuration: the data every trial trains on
               sizes:list[int],       # code sizes to evaluate PCA at
              )->dict:                # {code size: PCA test MSE}
-    "PCA's test MSE at each code size, fitted on the training split of the base configuration's data."
+    "PCA's test MSE at each code size, fitted on the training split of the base config's data."
     import numpy as np
     from ae_nb.data import load_or_create_datasets
     from ae_nb.report import pca_baseline
@@ -358,7 +411,9 @@ def pca_curve(base:RawConfig,        # the base configuration: the data every tr
     return {k: float(np.mean(pca_baseline(splits.train.x, splits.test.x, k)['mse'])) for k in sizes}
 
 # %% ../nbs/07_sweep.ipynb #4ef31f5e
-def _best_command(study, base:RawConfig)->str|None:
+def _best_command(study,          # the `optuna.Study`
+                  base:RawConfig, # the base configuration (its `source`: the `--config` file)
+                 )->str|None:     # None while no trial is complete
     "The `ae_train` command that trains the best trial's configuration again."
     try: best = study.best_trial
     except ValueError: return None
@@ -366,20 +421,49 @@ def _best_command(study, base:RawConfig)->str|None:
     source = f"--config {base.source} " if getattr(base, 'source', None) else ''
     return f"ae_train {source}" + ' '.join(args)
 
-def write_sweep_report(study, spec:SweepSpec, base:RawConfig, study_dir:Path, log:Callable=print):
-    "Write `sweep/trials.csv`, `sweep/report.md` and, for a sweep over code size, `rate_distortion.png`."
+# %% ../nbs/07_sweep.ipynb #a49b9bf0
+def write_sweep_report(study,              # the `optuna.Study`
+                       spec:SweepSpec,     # the sweep
+                       base:RawConfig,     # the base configuration
+                       study_dir:Path,     # the study's folder (the report goes to `sweep/`)
+                       log:Callable=print, # where the report's path is announced
+                      ):
+    "Write `sweep/trials.csv`, `sweep/report.md` and (over code size) `sweep/rate_distortion.png`."
     folder, rows = study_dir/'sweep', trials_table(study, study_dir)
     folder.mkdir(parents=True, exist_ok=True)
     keys = list(dict.fromkeys(k for r in rows for k in r))
     with open(folder/'trials.csv', 'w', newline='') as f:
         w = csv.DictWriter(f, keys); w.writeheader(); w.writerows(rows)
-    lines = [f"# Sweep {spec.study.name}", '', f"{len(rows)} trials; objective: validation loss.", '']
+    lines = [f"# Sweep {spec.study.name}", '',
+             f"{len(rows)} trials; objective: validation loss.", '']
     if cmd := _best_command(study, base):
         lines += [f"Best: trial {study.best_trial.number}, val loss {study.best_value:.5g}.", '',
                   f"Train it again: `{cmd}`", '']
     if 'model.embedding_dim' in spec.space and any(r.get('test_mse') for r in rows):
-        sizes = range(1, max(r['model.embedding_dim'] for r in rows if 'model.embedding_dim' in r) + 1)
+        sizes = range(1, max(r['model.embedding_dim'] for r in rows
+                             if 'model.embedding_dim' in r) + 1)
         rate_distortion(rows, pca_curve(base, list(sizes)), folder/'rate_distortion.png')
         lines += ['![rate-distortion](rate_distortion.png)', '']
     (folder/'report.md').write_text('\n'.join(lines))
     log(f"sweep report: {folder/'report.md'}")
+
+# %% ../nbs/07_sweep.ipynb #d6b3baae
+def sweep(spec:SweepSpec,         # the sweep (`load_sweep`)
+          base:RawConfig,         # the base configuration (`load_config`, overrides applied)
+          log:Callable=print,     # where progress lines go
+         ):                       # the `optuna.Study`
+    "Run the study until it has `study.trials` finished trials; write its report; return the study."
+    import optuna
+    from optuna.study import MaxTrialsCallback
+    from optuna.trial import TrialState
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study_dir = Path(validate_configuration(base).experiment.results_dir)/spec.study.name
+    study = open_study(spec, study_dir)
+    log(f"sweep '{spec.study.name}' in {study_dir} ({storage_url(spec, study_dir)})")
+    requeue_lost_trials(study, study_dir, log)
+    enough = MaxTrialsCallback(spec.study.trials, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    objective = lambda trial: run_trial(trial, spec, base, study_dir)
+    try: study.optimize(objective, callbacks=[enough, Progress(spec.study.trials, log)],
+                        catch=(RuntimeError,))
+    finally: write_sweep_report(study, spec, base, study_dir, log)
+    return study
