@@ -29,7 +29,8 @@ def find_runs(results_dir:str|Path,    # a results folder (`experiment.results_d
 # %% ../nbs/04a_compare.ipynb #04120fa0
 _LOG_TIME = re.compile(r'^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) ')
 
-def log_span_s(log:Path)->float|None:
+def log_span_s(log:Path, # a run's `train.log`
+              )->float|None:
     "Seconds between the first and the last timestamped line of a `train.log` (None: none)."
     try: lines = log.read_text(encoding='utf-8', errors='replace').splitlines()
     except OSError: return None
@@ -39,15 +40,17 @@ def log_span_s(log:Path)->float|None:
     return (stamps[-1] - stamps[0]).total_seconds() if len(stamps) > 1 else None
 
 # %% ../nbs/04a_compare.ipynb #3a016045
-def _state(run:Path)->str:
+def _state(run:Path, # a run folder
+          )->str:
     "`finished` (a final checkpoint), `running` (a lock), or `stopped`."
     if (run/'checkpoints'/'final_checkpoint.pth').is_file() and not (run/LOCK_NAME).exists():
         return 'finished'
     return 'running' if (run/LOCK_NAME).exists() else 'stopped'
 
-def run_summary(run:str|Path,     # a run folder
+# %% ../nbs/04a_compare.ipynb #619b4dd9
+def run_summary(run:str|Path,            # a run folder
                 root:str|Path|None=None, # the results folder the run's name is relative to
-               )->dict:           # 'run', 'state', 'config' (flat), metrics, 'wall_time_s'
+               )->dict:                  # 'run', 'state', 'config' (flat), metrics, 'wall_time_s'
     "What one run folder says about its run: settings, state, test metrics and wall time."
     run = Path(run)
     config = flatten_dict(yaml.safe_load((run/'config.yaml').read_text()) or {})
@@ -64,18 +67,21 @@ def run_summary(run:str|Path,     # a run folder
 IGNORED_KEYS = ('experiment.name', 'experiment.results_dir', 'data.cache_dir', 'training.restart',
                 'training.restart_from')   # differ between runs without changing what they compute
 
-def differing_keys(configs:list[dict])->list[str]:
+def differing_keys(configs:list[dict], # flat configurations (`flatten_dict`), one per run
+                  )->list[str]:         # keys in first-seen order
     "The flat config keys whose value is not the same in every one of `configs`."
     keys = dict.fromkeys(k for c in configs for k in c if k not in IGNORED_KEYS)
     return [k for k in keys if len({json.dumps(c.get(k), sort_keys=True) for c in configs}) > 1]
 
 # %% ../nbs/04a_compare.ipynb #55b99893
-def _sort_key(row:dict)->tuple:
+def _sort_key(row:dict, # a `compare_runs` row
+             )->tuple:
     "Best first: by ratio to PCA, then test MSE; rows without metrics last."
     inf = math.inf
     return (row['ratio_to_pca'] if row['ratio_to_pca'] is not None else inf,
             row['test_mse'] if row['test_mse'] is not None else inf, row['run'])
 
+# %% ../nbs/04a_compare.ipynb #3043e834
 def compare_runs(results_dir:str|Path,  # a results folder
                  previous:bool=False,   # also earlier runs kept in `previous/`
                 )->list[dict]:          # one row per run: 'run', 'state', differing keys, metrics
@@ -88,12 +94,14 @@ def compare_runs(results_dir:str|Path,  # a results folder
     return sorted(rows, key=_sort_key)
 
 # %% ../nbs/04a_compare.ipynb #8782e929
-def _cell(v)->str:
+def _cell(v, # a value of a row
+         )->str:
     "A table cell: 4 significant digits for floats, `-` for nothing."
     if v is None: return '-'
     if isinstance(v, float): return f"{v:.4g}"
     return v if isinstance(v, str) else json.dumps(v)
 
+# %% ../nbs/04a_compare.ipynb #38890f6f
 def format_runs(rows:list[dict],   # `compare_runs` rows
                )->str:             # an aligned text table (header, rule, one line per run)
     "The rows as an aligned text table."
