@@ -4,7 +4,8 @@
 
 # %% ../nbs/05_widgets.ipynb #8982c6d6
 from __future__ import annotations
-import html, io, json, re, shlex, time, typing
+from collections import Counter
+import html, io, json, math, re, shlex, time, typing
 from pathlib import Path
 from typing import Any, Callable, Literal
 
@@ -13,12 +14,14 @@ import torch
 from pydantic.fields import FieldInfo
 from fastcore.basics import patch
 
+from .compare import _cell, compare_runs
 from .config import (AEConfig, ConfigError, Section, Switch, config_overrides, config_to_dict,
                           config_to_yaml, load_config, parse_override, validate_configuration)
 
 # %% auto #0
-__all__ = ['field_kind', 'text_to_value', 'value_to_text', 'field_widget', 'ConfigEditor', 'TrainingMonitor',
-           'reconstruction_grid', 'reconstruct', 'pca_2d', 'ReconstructionExplorer']
+__all__ = ['REPORT_FIGURES', 'field_kind', 'text_to_value', 'value_to_text', 'field_widget', 'ConfigEditor', 'TrainingMonitor',
+           'reconstruction_grid', 'reconstruct', 'pca_2d', 'ReconstructionExplorer', 'run_figures', 'sort_rows',
+           'RunsBrowser']
 
 # %% ../nbs/05_widgets.ipynb #065cb4f8
 def _ipywidgets():
@@ -746,3 +749,288 @@ def _draw_latent(self:ReconstructionExplorer,
     buffer = io.BytesIO()
     self._figure.savefig(buffer, format='png')
     return buffer.getvalue()
+
+# %% ../nbs/05_widgets.ipynb #7b1e4c22
+REPORT_FIGURES = ('best_worst', 'loss_curves', 'error_histogram', 'embedding_map')
+
+def run_figures(run:str|Path, # a run folder
+               )->dict:       # figure name -> PNG file, in the order they are shown
+    "A run's figures: its report's (`report/*.png`), else its training plots (`plots/`)."
+    report, plots = Path(run)/'report', Path(run)/'plots'
+    rank = {name: i for i, name in enumerate(REPORT_FIGURES)}
+    pngs = sorted(report.glob('*.png'), key=lambda p: (rank.get(p.stem, len(rank)), p.stem))
+    if pngs: return {p.stem: p for p in pngs}
+    found = {'loss_curves': plots/'loss_curves.png'} if (plots/'loss_curves.png').is_file() else {}
+    epochs = sorted(plots.glob('reconstructions_e*.png'), key=lambda p: (len(p.stem), p.stem))
+    if epochs: found['reconstructions'] = epochs[-1]
+    return found
+
+# %% ../nbs/05_widgets.ipynb #7b1e4c25
+def _order_key(value)->tuple:
+    "Sort key across types: numbers, then text, then lists (item by item), then anything else."
+    if isinstance(value, (int, float)): return (0, value)
+    if isinstance(value, str): return (1, value)
+    if isinstance(value, (list, tuple)): return (2, tuple(_order_key(v) for v in value))
+    return (3, json.dumps(value, sort_keys=True, default=str))
+
+# %% ../nbs/05_widgets.ipynb #7b1e4c27
+def sort_rows(rows:list[dict],       # `compare_runs` rows
+              column:str,            # the column to sort by
+              descending:bool=False, # largest first
+             )->list[dict]:          # the rows in that order
+    "`rows` ordered by `column`; rows without a value there (None, NaN) last in either direction."
+    missing = lambda v: v is None or (isinstance(v, float) and math.isnan(v))
+    present = [r for r in rows if not missing(r.get(column))]
+    ordered = sorted(present, key=lambda r: _order_key(r[column]), reverse=descending)
+    return ordered + [r for r in rows if missing(r.get(column))]
+
+# %% ../nbs/05_widgets.ipynb #7b1e4c2a
+_CELL = "<td style='padding:1px 10px 1px 0;text-align:{}'>{}</td>"
+
+def _runs_table(rows:list[dict],       # the rows, in the order shown
+                column:str|None=None,  # the sorted column, marked in its header
+                descending:bool=False, # its direction: the arrow points down when True
+                selected:str|None=None,# the run whose row is highlighted
+               )->str:
+    "The rows as an HTML table: sorted column marked, selected run highlighted."
+    if not rows: return ''
+    cols, arrow = list(rows[0]), ' &#9660;' if descending else ' &#9650;'
+    head = ''.join(_CELL.format('left', f"<b>{html.escape(c)}</b>{arrow * (c == column)}")
+                   for c in cols)
+    def line(r):
+        mark = " style='background:rgba(255,196,0,0.28);font-weight:bold'" * (r['run'] == selected)
+        cells = ''.join(_CELL.format('right' if isinstance(r.get(c), (int, float)) else 'left',
+                                     html.escape(_cell(r.get(c)))) for c in cols)
+        return f"<tr{mark}>{cells}</tr>"
+    return ("<table style='border-collapse:collapse;font-family:monospace;font-size:12px'>"
+            f"<tr style='border-bottom:1px solid #888'>{head}</tr>"
+            f"{''.join(map(line, rows))}</table>")
+
+# %% ../nbs/05_widgets.ipynb #7b1e4c2d
+def _report_lines(metrics:dict, # the contents of a run's `report/metrics.json`
+                 )->list[str]:  # lines of HTML
+    "A report's key numbers: test errors against PCA, the model, the training, the wall time."
+    from ae_nb.report import pca_comparison
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+    b = lambda v, f='.4g': f"<b>{v:{f}}</b>" if number(v) else '-'
+    test, pca, training, model = (metrics.get(k) if isinstance(metrics.get(k), dict) else {}
+                                  for k in ('test', 'pca', 'training', 'model'))
+    ratio = metrics.get('ae_vs_pca_mse_ratio')
+    verdict = f": {html.escape(pca_comparison(ratio))}" if number(ratio) else ''
+    return [f"test MSE {b(test.get('mse'))} &middot; PSNR {b(test.get('psnr'), '.2f')} dB &middot; "
+            f"SSIM {b(test.get('ssim'), '.3f')} &middot; PCA-{pca.get('n_components', '?')} MSE "
+            f"{b(pca.get('mse'))}{verdict}",
+            f"{b(model.get('parameters'), ',')} parameters, code size "
+            f"{b(model.get('embedding_dim'), '')} &middot; "
+            f"best val loss {b(training.get('best_val_loss'))} "
+            f"(epoch {training.get('best_epoch', '-')} of {training.get('epochs', '-')}) &middot; "
+            f"wall time {b(metrics.get('wall_time_s'), '.1f')} s"]
+
+# %% ../nbs/05_widgets.ipynb #7b1e4c30
+def _progress_line(run:Path,  # a run folder without a report
+                   state:str, # its state: finished, running or stopped
+                  )->str:     # one line of HTML
+    "How far a run without a report got (its `history.csv`), and how to get its report."
+    import csv
+    try:
+        with open(run/'history.csv', newline='', encoding='utf-8') as f:
+            epochs = list(csv.DictReader(f))
+    except (OSError, csv.Error, UnicodeDecodeError): epochs = []
+    val = [v for v in (_float(e.get('val_loss')) for e in epochs) if v is not None]
+    done = f"{len(epochs)} epoch{'s' * (len(epochs) != 1)} so far" + (
+        f", best val loss <b>{min(val):.4g}</b>" if val else '')
+    best = run/'checkpoints'/'best.pth'
+    how = ("it is written when training ends" if state == 'running' else
+           f"<code>ae_report --checkpoint {html.escape(shlex.quote(str(best)))}</code> writes it"
+           if best.is_file() else "there is no checkpoint to report on")
+    return f"no report yet ({done}): {how}"
+
+# %% ../nbs/05_widgets.ipynb #7b1e4c32
+def _float(text:str|None, # a cell of `history.csv`
+          )->float|None:  # its finite value, or None
+    "A finite number from a CSV cell, else None."
+    try: value = float(text)
+    except (TypeError, ValueError): return None
+    return value if math.isfinite(value) else None
+
+# %% ../nbs/05_widgets.ipynb #7b1e4c34
+def _run_html(run:Path,  # the run folder
+              row:dict,  # its `compare_runs` row
+             )->str:     # lines of HTML
+    "One run's key facts: name, state, folder, the settings it differs in, report or progress."
+    try: metrics = json.loads((run/'report'/'metrics.json').read_text(encoding='utf-8'))
+    except (OSError, ValueError): metrics = None
+    settings = ' &middot; '.join(f"{html.escape(k)} <b>{html.escape(_cell(v))}</b>"
+                                 for k, v in row.items() if '.' in k)    # config keys are dotted
+    lines = [f"<b>{html.escape(row['run'])}</b> &middot; {html.escape(row['state'])} &middot; "
+             f"<code>{html.escape(str(run))}</code>"] + ([settings] if settings else [])
+    report = _report_lines(metrics) if isinstance(metrics, dict) else None
+    return '<br>'.join(lines + (report or [_progress_line(run, row['state'])]))
+
+# %% ../nbs/05_widgets.ipynb #7b1e4c36
+class RunsBrowser(_Displays):
+    "The runs of a results folder in a table sortable by any column; a run's figures and metrics."
+    def __init__(self,
+                 results_dir:str|Path='results', # a results folder (`experiment.results_dir`)
+                 sort_by:str='ratio_to_pca',     # the column to sort by (a column of the table)
+                 descending:bool=False,          # largest first
+                 previous:bool=False,            # also earlier runs kept in `previous/`
+                ):
+        W, label = _ipywidgets(), {'description_width': '52px'}
+        self.results_dir, self.previous = Path(results_dir).expanduser(), previous
+        self.rows, self.shown, self.problem, self.images, self._boxes = [], [], None, {}, {}
+        self._column, self._selected, self._muted = sort_by, None, False
+        self.sort_by = W.Dropdown(options=[sort_by], description='sort by', style=label)
+        self.direction = W.ToggleButtons(options=['ascending', 'descending'],
+                                         style={'button_width': '90px'})
+        self.refresh_button = W.Button(description='Refresh', icon='refresh',
+                                       tooltip='read the results folder again')
+        self.run = W.Dropdown(description='run', style=label, layout=W.Layout(width='420px'))
+        self.status, self.table, self.details = W.HTML(), W.HTML(), W.HTML()
+        self.figures = W.Box(layout=W.Layout(flex_flow='row wrap', align_items='flex-start'))
+        for control in (self.sort_by, self.direction, self.run):
+            control.observe(self._changed, names='value')
+        self.refresh_button.on_click(lambda _: self.refresh())
+        self.widget = W.VBox([W.HBox([self.sort_by, self.direction, self.refresh_button]),
+                              self.status, self.table, self.run, self.details, self.figures])
+        self._read()
+        self.sort(sort_by, descending)
+
+# %% ../nbs/05_widgets.ipynb #7b1e4c38
+@patch
+def _read(self:RunsBrowser):
+    "Load the rows of `compare_runs`; none, and `problem` saying why, if the folder is unreadable."
+    folder, self.rows, self.problem = self.results_dir, [], None
+    if not folder.is_dir():
+        self.problem = (f"{folder} does not exist: give RunsBrowser a results folder (a run's "
+                        "experiment.results_dir), or press Refresh once a run has created it")
+        return
+    try: self.rows = compare_runs(folder, self.previous)
+    except Exception as e:               # one broken run file must not take the browser down
+        reason = ' '.join(str(e).split())
+        self.problem = f"could not read the runs in {folder}: {type(e).__name__}: {reason}"
+
+# %% ../nbs/05_widgets.ipynb #7b1e4c3a
+@patch
+def sort(self:RunsBrowser,
+         column:str,            # a column of the table (`sort_by.options`)
+         descending:bool=False, # largest first
+        ):
+    "Sort the table by `column`, ascending or descending."
+    columns = list(self.rows[0]) if self.rows else [column]
+    if column not in columns:
+        raise ValueError(f"no column {column!r} in the runs table of {self.results_dir}; "
+                         f"columns: {', '.join(columns)}")
+    self._column = column
+    self._muted = True
+    try: self.direction.value = 'descending' if descending else 'ascending'
+    finally: self._muted = False
+    self._set_columns()
+    self._redraw()
+
+# %% ../nbs/05_widgets.ipynb #7b1e4c3c
+@patch
+def _set_columns(self:RunsBrowser):
+    "Offer the table's columns in `sort_by`, keeping the chosen one if the table still has it."
+    columns = list(self.rows[0]) if self.rows else [self._column]
+    if self._column not in columns: self._column = 'ratio_to_pca'
+    self._muted = True
+    try: self.sort_by.options, self.sort_by.value = columns, self._column
+    finally: self._muted = False
+
+# %% ../nbs/05_widgets.ipynb #7b1e4c3d
+@patch
+def refresh(self:RunsBrowser)->list[dict]:
+    "Read the results folder again (new runs, new reports) and redraw; return the rows."
+    self._read()
+    self._set_columns()
+    self._redraw()
+    return self.rows
+
+# %% ../nbs/05_widgets.ipynb #7b1e4c3f
+@patch
+def _changed(self:RunsBrowser,
+             change:dict, # a control's change of value
+            ):
+    "A control moved: remember the column or run chosen, then redraw."
+    if self._muted: return
+    if change['owner'] is self.sort_by: self._column = change['new']
+    if change['owner'] is self.run: self._selected = change['new']
+    self._redraw()
+
+# %% ../nbs/05_widgets.ipynb #7b1e4c40
+@patch
+def _redraw(self:RunsBrowser):
+    "Sort the rows, keep the selected run (else show the first), draw status, table and run."
+    column, descending = self.sort_by.value, self.direction.value == 'descending'
+    self.shown = sort_rows(self.rows, column, descending)
+    names = [r['run'] for r in self.shown]
+    self._selected = self._selected if self._selected in names else next(iter(names), None)
+    self._muted = True
+    try: self.run.options, self.run.value = names, self._selected
+    finally: self._muted = False
+    self.run.layout.display = None if names else 'none'
+    self.status.value = self._status_html()
+    self.table.value = _runs_table(self.shown, column, descending, self._selected)
+    self._show_run()
+
+# %% ../nbs/05_widgets.ipynb #7b1e4c42
+@patch
+def _status_html(self:RunsBrowser)->str:
+    "The line above the table: the runs and their order, or why there are none (in red)."
+    if self.problem:
+        return f"<span style='color:#b00020'>&#10007; {html.escape(self.problem)}</span>"
+    folder = f"<code>{html.escape(str(self.results_dir))}</code>"
+    if not self.rows:
+        return (f"no runs in {folder} yet: a run is a folder with a config.yaml (ae_train "
+                "writes it when it starts); press Refresh once one has started")
+    n, states = len(self.rows), Counter(r['state'] for r in self.rows)
+    counts = ', '.join(f"{count} {state}" for state, count in states.items())
+    return (f"{n} run{'s' * (n != 1)} in {folder} ({counts}) &middot; sorted by "
+            f"<b>{html.escape(self.sort_by.value)}</b>, {self.direction.value}")
+
+# %% ../nbs/05_widgets.ipynb #7b1e4c44
+@patch
+def _figure(self:RunsBrowser,
+            name:str, # a figure's name, e.g. 'best_worst'
+           ):
+    "The captioned `Image` box of figure `name`, made on first use."
+    if name not in self._boxes:
+        W = _ipywidgets()
+        self.images[name] = image = _image()
+        image.layout.max_width = '100%'
+        caption = W.HTML(f"<span style='color:#888'>{html.escape(name.replace('_', ' '))}</span>")
+        self._boxes[name] = W.VBox([caption, image], layout=W.Layout(margin='0 12px 8px 0'))
+    return self._boxes[name]
+
+# %% ../nbs/05_widgets.ipynb #7b1e4c45
+@patch(as_prop=True)
+def selected(self:RunsBrowser)->dict|None:
+    "The table row of the run shown under the table (None without runs)."
+    return next((r for r in self.shown if r['run'] == self._selected), None)
+
+# %% ../nbs/05_widgets.ipynb #7b1e4c52
+@patch
+def _show_run(self:RunsBrowser):
+    "Show the selected run's facts and figures under the table (nothing without a run)."
+    row = self.selected
+    run = self.results_dir/row['run'] if row else None
+    pictures = {}
+    for name, path in (run_figures(run) if run else {}).items():
+        try: pictures[name] = path.read_bytes()
+        except OSError: pass                                 # removed since it was listed
+    self.figures.children = [self._figure(name) for name in pictures]
+    for name, image in self.images.items(): image.value = pictures.get(name, b'')
+    self.details.value = _run_html(run, row) if row else ''
+
+# %% ../nbs/05_widgets.ipynb #7b1e4c47
+@patch
+def select(self:RunsBrowser,
+           run:str, # the run's name in the table's `run` column
+          ):
+    "Show run `run` under the table."
+    names = [r['run'] for r in self.shown]
+    if run not in names:
+        raise ValueError(f"no run {run!r} in {self.results_dir}; "
+                         f"runs: {', '.join(names) or 'none'}")
+    self.run.value = run
