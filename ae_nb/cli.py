@@ -363,9 +363,9 @@ def _run_ended(code:int, # the run's exit code
     if _ExitGuard.active is not None: _ExitGuard.active.code = code
 
 # %% ../nbs/06_cli.ipynb #80fc6350
-def main(config:AEConfig,   # the run's resolved configuration
-         callbacks=(),       # more watchers for the trainer (`ae_nb.callbacks`), e.g. a sweep's pruner
-        )->int:              # the exit code
+def main(config:AEConfig, # the run's resolved configuration
+         callbacks=(),     # more trainer watchers (`ae_nb.callbacks`), e.g. a sweep's pruner
+        )->int:            # the exit code
     "Train, report and save one run described by `config`; return the exit code."
     from ae_nb.data import make_loaders, print_inputdata_stats
     from ae_nb.trainer import (TrainerAE, get_training_params, log_hyperparameters,
@@ -654,18 +654,19 @@ def _write_csv(path:Path,        # the CSV file
             w.writerows(rows)
     _write_atomic(path, write)
 
-# %% ../nbs/06_cli.ipynb #5ddcbef3
+# %% ../nbs/06_cli.ipynb #2d00242d
 def _compare(argv, # `ae_report --compare DIR [--previous]`
             ):
     "Print every run under a results folder side by side (`ae_nb.compare`)."
     p = argparse.ArgumentParser(prog='ae_report --compare',
-                                description="Print every run under DIR side by side: the settings that "
-                                            "differ, test metrics, ratio to PCA, wall time.")
+                                description="Print every run under DIR side by side: the settings "
+                                            "that differ, test metrics, ratio to PCA, wall time.")
     p.add_argument('--compare', required=True, metavar='DIR', help="a results folder")
     p.add_argument('--previous', action='store_true', help="also earlier runs kept in previous/")
     args = p.parse_args(argv)
     from ae_nb.compare import compare_runs, format_runs
-    if not Path(args.compare).is_dir(): raise FileNotFoundError(f"--compare {args.compare}: no such folder")
+    if not Path(args.compare).is_dir():
+        raise FileNotFoundError(f"--compare {args.compare}: no such folder")
     print(format_runs(compare_runs(args.compare, args.previous)))
 
 # %% ../nbs/06_cli.ipynb #5ddcbef3
@@ -751,19 +752,26 @@ def score_main(argv:list[str]|None=None, # arguments (default: `sys.argv[1:]`)
 def parse_sweep_arguments(argv:list[str]|None=None, # arguments (default: `sys.argv[1:]`)
                          )->argparse.Namespace:
     "Parse `ae_sweep`'s command line."
-    p = argparse.ArgumentParser(prog='ae_sweep', description="Run (or join, or resume) a hyper-parameter "
-                                "study over a search space; every trial is an ordinary ae_train run.",
-                                epilog="Example: ae_sweep codes.yaml --override training.epochs=20")
-    p.add_argument('sweep', metavar='SWEEP.yaml', help="the sweep file: study settings, base, space")
-    p.add_argument('--config', metavar='FILE', help="base YAML config of every trial (default: packaged)")
+    p = argparse.ArgumentParser(
+        prog='ae_sweep',
+        description="Run (or join, or resume) a hyper-parameter study over a search space; "
+                    "every trial is an ordinary ae_train run.",
+        epilog="Example: ae_sweep codes.yaml --override training.epochs=20")
+    p.add_argument('sweep', metavar='SWEEP.yaml',
+                   help="the sweep file: study settings, base, space")
+    p.add_argument('--config', metavar='FILE',
+                   help="base YAML config of every trial (default: packaged)")
     p.add_argument('--override', metavar='KEY=VALUE', action='append', default=[],
                    help="change one base setting (repeatable; after the sweep file's `base`)")
-    p.add_argument('--trials', type=int, metavar='N', help="finished trials to aim for (overrides the file)")
-    p.add_argument('--storage', metavar='URL', help="Optuna database URL shared by workers on many machines")
+    p.add_argument('--trials', type=int, metavar='N',
+                   help="finished trials to aim for (overrides the file)")
+    p.add_argument('--storage', metavar='URL',
+                   help="Optuna database URL shared by workers on many machines")
     return p.parse_args(argv)
 
 # %% ../nbs/06_cli.ipynb #ae7935f2
-def _sweep(args:argparse.Namespace)->int:
+def _sweep(args:argparse.Namespace, # `parse_sweep_arguments`'s result
+          )->int:                    # the exit code
     "Load the sweep and its base configuration, run it; the exit code."
     from ae_nb.config import ConfigError, apply_config_overrides, load_config
     from ae_nb.sweep import SweepInterrupted, load_sweep, sweep
@@ -775,10 +783,12 @@ def _sweep(args:argparse.Namespace)->int:
     if args.storage: spec.study.storage = args.storage
     try: sweep(spec, base)
     except SweepInterrupted as e:
-        print("ae_sweep: interrupted; the trial saved its checkpoint. Resume with the same command.")
+        print("ae_sweep: interrupted; the trial saved its checkpoint. "
+              "Resume with the same command.")
         return e.code
     return EXIT_OK
 
+# %% ../nbs/06_cli.ipynb #f6fa43f2
 def sweep_main(argv:list[str]|None=None, # arguments (default: `sys.argv[1:]`)
               ):
     "Entry point of `ae_sweep`."
