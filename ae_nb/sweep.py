@@ -202,8 +202,10 @@ def cut_short_trial(study,       # the `optuna.Study`
 def _enqueue_again(study, # the `optuna.Study`
                    t,     # a cut-short trial of it
                   ):
-    "Queue trial `t`'s values again (for a grid sampler, as the same point of its grid)."
+    "Queue trial `t`'s values again (for a grid sampler, as the same point of its grid), once."
     from optuna.trial import TrialState
+    queued = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    if any(w.system_attrs.get('fixed_params') == t.params for w in queued): return   # already queued
     study.enqueue_trial(t.params)
     if 'grid_id' not in t.system_attrs: return
     waiting = [w for w in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))]
