@@ -259,25 +259,30 @@ def _png_bytes(seed, size=8):
     return buffer.getvalue()
 
 
+REPORT_FIGURES = ['best_worst', 'loss_curves', 'error_histogram', 'embedding_map']
+
+
 def _write_run(root, name, dim, mse=None, pca_mse=0.02, channels=(8, 16)):
-    "A run folder as ae_nb leaves it: a finished run with its report when `mse` is given, else one with training plots only."
+    "A run folder as ae_nb leaves it: finished with a report when `mse` is given, else plots only."
     run = Path(root)/name
     (run/'plots').mkdir(parents=True, exist_ok=True)
     (run/'config.yaml').write_text(f"experiment: {{name: {name.replace('/', '_')}}}\n"
                                    f"model: {{embedding_dim: {dim}, channels: {list(channels)}}}\n")
     (run/'history.csv').write_text('epoch,train_loss,val_loss\n1,0.05,0.04\n2,0.03,0.03\n3,0.02,\n')
     (run/'plots'/'loss_curves.png').write_bytes(_png_bytes(dim))
-    for epoch in (2, 10): (run/'plots'/f'reconstructions_e{epoch:04d}.png').write_bytes(_png_bytes(dim + epoch))
+    for epoch in (2, 10):
+        (run/'plots'/f'reconstructions_e{epoch:04d}.png').write_bytes(_png_bytes(dim + epoch))
     if mse is None: return run
     (run/'report').mkdir(exist_ok=True)
-    for i, figure in enumerate(['best_worst', 'loss_curves', 'error_histogram', 'embedding_map']):
+    for i, figure in enumerate(REPORT_FIGURES):
         (run/'report'/f'{figure}.png').write_bytes(_png_bytes(100 * dim + i))
     (run/'checkpoints').mkdir(exist_ok=True)
     (run/'checkpoints'/'final_checkpoint.pth').touch()
     (run/'report'/'metrics.json').write_text(json.dumps({
-        'test': {'mse': mse, 'psnr': 20.0, 'ssim': 0.5 + dim / 100}, 'pca': {'mse': pca_mse, 'n_components': dim},
-        'ae_vs_pca_mse_ratio': mse / pca_mse, 'model': {'parameters': 1000 * dim, 'embedding_dim': dim},
-        'training': {'epochs': 3, 'best_val_loss': mse * 0.9, 'best_epoch': 3}, 'wall_time_s': 1.5 * dim}))
+        'test': {'mse': mse, 'psnr': 20.0, 'ssim': 0.5 + dim / 100},
+        'pca': {'mse': pca_mse, 'n_components': dim}, 'ae_vs_pca_mse_ratio': mse / pca_mse,
+        'model': {'parameters': 1000 * dim, 'embedding_dim': dim}, 'wall_time_s': 1.5 * dim,
+        'training': {'epochs': 3, 'best_val_loss': mse * 0.9, 'best_epoch': 3}}))
     return run
 
 
@@ -297,82 +302,94 @@ def results(tmp_path):
 
 
 def test_browser_sorts_by_any_column(results):
-    browser = RunsBrowser(results)
-    assert [r['run'] for r in browser.shown] == ['large', 'medium', 'small', 'training']  # ratio to PCA, best first
-    assert _table_runs(browser) == list(browser.run.options) == ['large', 'medium', 'small', 'training']
-    assert list(browser.sort_by.options) == ['run', 'state', 'model.embedding_dim', 'model.channels', 'test_mse',
-                                             'test_ssim', 'pca_mse', 'ratio_to_pca', 'best_val_loss', 'epochs',
-                                             'wall_time_s']
+    browser = RunsBrowser(results)                               # ratio to PCA, best first
+    order = ['large', 'medium', 'small', 'training']
+    assert [r['run'] for r in browser.shown] == _table_runs(browser) == order
+    assert list(browser.run.options) == order
+    assert list(browser.sort_by.options) == [
+        'run', 'state', 'model.embedding_dim', 'model.channels', 'test_mse', 'test_ssim', 'pca_mse',
+        'ratio_to_pca', 'best_val_loss', 'epochs', 'wall_time_s']
     browser.sort_by.value = 'test_mse'
     browser.direction.value = 'descending'
-    assert _table_runs(browser) == ['small', 'medium', 'large', 'training']  # no test MSE: last either way
-    assert '<b>test_mse</b> &#9660;' in browser.table.value and 'sorted by <b>test_mse</b>, descending' in browser.status.value
+    assert _table_runs(browser) == ['small', 'medium', 'large', 'training']  # no value: last
+    assert '<b>test_mse</b> &#9660;' in browser.table.value
+    assert 'sorted by <b>test_mse</b>, descending' in browser.status.value
     browser.sort_by.value = 'model.embedding_dim'
     assert _table_runs(browser) == ['training', 'large', 'medium', 'small']
     browser.direction.value = 'ascending'
     assert _table_runs(browser) == ['small', 'medium', 'large', 'training']
     assert '<b>model.embedding_dim</b> &#9650;' in browser.table.value
-    browser.sort('model.channels', descending=True)                  # lists compare item by item, not as text
+    browser.sort('model.channels', descending=True)          # lists item by item, not as text
     assert _table_runs(browser) == ['small', 'training', 'medium', 'large']
     assert (browser.sort_by.value, browser.direction.value) == ('model.channels', 'descending')
     browser.sort('run')
-    assert _table_runs(browser) == sorted(['small', 'large', 'medium', 'training'])
-    with pytest.raises(ValueError, match="no column 'mse' in the runs table .* columns: run, state, model.embedding_dim"):
+    assert _table_runs(browser) == sorted(order)
+    with pytest.raises(ValueError, match="no column 'mse' in the runs table .* columns: run, "):
         browser.sort('mse')
     with pytest.raises(ValueError, match="no column 'ratio'"): RunsBrowser(results, sort_by='ratio')
-    assert _table_runs(RunsBrowser(results, sort_by='wall_time_s', descending=True)) == ['large', 'medium', 'small', 'training']
+    slowest_first = RunsBrowser(results, sort_by='wall_time_s', descending=True)
+    assert _table_runs(slowest_first) == ['large', 'medium', 'small', 'training']
 
 
 def test_browser_shows_the_selected_run_figures_and_metrics(results):
     browser = RunsBrowser(results)
-    assert browser.run.value == 'large' and browser.selected['run'] == 'large'   # the best run to begin with
+    assert browser.run.value == 'large' and browser.selected['run'] == 'large'  # the best run
     browser.run.value = 'medium'
-    figures = ['best_worst', 'loss_curves', 'error_histogram', 'embedding_map']
-    assert [box.children[1] for box in browser.figures.children] == [browser.images[f] for f in figures]
-    for figure in figures:
+    assert [box.children[1] for box in browser.figures.children] == [
+        browser.images[f] for f in REPORT_FIGURES]
+    for figure in REPORT_FIGURES:
         image = browser.images[figure]
         assert image.value == (results/'medium'/'report'/f'{figure}.png').read_bytes()
         assert image.value[:4] == b'\x89PNG' and image.layout.display != 'none'
     details = browser.details.value
     assert '<b>medium</b> &middot; finished' in details
     assert 'model.embedding_dim <b>4</b>' in details and 'model.channels <b>[8, 16]</b>' in details
-    assert 'test MSE <b>0.02</b>' in details and 'PCA-4 MSE <b>0.02</b>: about the same error as PCA' in details
+    assert 'test MSE <b>0.02</b>' in details
+    assert 'PCA-4 MSE <b>0.02</b>: about the same error as PCA' in details
     assert '<b>4,000</b> parameters, code size <b>4</b>' in details and '(epoch 3 of 3)' in details
     assert 'wall time <b>6.0</b> s' in details
-    assert "font-weight:bold'><td style='padding:1px 10px 1px 0;text-align:left'>medium<" in browser.table.value
+    assert "font-weight:bold'><td style='padding:1px 10px 1px 0;text-align:left'>medium<" in \
+        browser.table.value
 
-    browser.sort_by.value = 'test_ssim'                              # another order: the same run stays on screen
+    browser.sort_by.value = 'test_ssim'                  # another order: the same run stays shown
     assert browser.run.value == 'medium' and 'test MSE <b>0.02</b>' in browser.details.value
 
-    browser.select('training')                                       # no report: training plots, how far it got
-    shown = [name for name, image in browser.images.items() if image.value]
-    assert shown == ['loss_curves', 'reconstructions']
-    assert browser.images['loss_curves'].value == (results/'training'/'plots'/'loss_curves.png').read_bytes()
-    assert browser.images['reconstructions'].value == (results/'training'/'plots'/'reconstructions_e0010.png').read_bytes()
-    assert browser.images['best_worst'].value == b'' and browser.images['best_worst'].layout.display == 'none'
+    browser.select('training')                           # no report: training plots, progress
+    assert [name for name, image in browser.images.items() if image.value] == [
+        'loss_curves', 'reconstructions']
+    plots = results/'training'/'plots'
+    assert browser.images['loss_curves'].value == (plots/'loss_curves.png').read_bytes()
+    assert browser.images['reconstructions'].value == \
+        (plots/'reconstructions_e0010.png').read_bytes()        # the latest epoch's
+    assert browser.images['best_worst'].value == b''
+    assert browser.images['best_worst'].layout.display == 'none'
     assert len(browser.figures.children) == 2
     assert 'no report yet (3 epochs so far, best val loss <b>0.03</b>)' in browser.details.value
     assert 'there is no checkpoint to report on' in browser.details.value
     (results/'training'/'checkpoints').mkdir()
     (results/'training'/'checkpoints'/'best.pth').touch()
     browser.refresh()
-    assert f"ae_report --checkpoint {results/'training'/'checkpoints'/'best.pth'}" in browser.details.value
+    best = results/'training'/'checkpoints'/'best.pth'
+    assert f"ae_report --checkpoint {best}" in browser.details.value
     with pytest.raises(ValueError, match="no run 'nope' in .*; runs: "): browser.select('nope')
 
 
 def test_browser_refresh_picks_up_a_new_run_and_a_new_report(results):
     browser = RunsBrowser(results)
     browser.select('training')
-    _write_run(results, 'tiny', 1, mse=0.004)                        # a new run, the best so far
-    assert 'tiny' not in _table_runs(browser)                       # not before a refresh
+    _write_run(results, 'tiny', 1, mse=0.004)                    # a new run, the best so far
+    assert 'tiny' not in _table_runs(browser)                   # not before a refresh
     browser.refresh_button.click()
     assert _table_runs(browser) == ['tiny', 'large', 'medium', 'small', 'training']
-    assert browser.run.value == 'training' and '5 runs in' in browser.status.value   # still on screen
-    _write_run(results, 'training', 16, mse=0.05)                    # the run finished and wrote its report
+    assert browser.run.value == 'training'                      # still on screen
+    assert '5 runs in' in browser.status.value
+    _write_run(results, 'training', 16, mse=0.05)                # it finished and wrote its report
     browser.refresh_button.click()
     assert _table_runs(browser)[-1] == 'training' and browser.selected['ratio_to_pca'] == 2.5
-    assert browser.images['best_worst'].value == (results/'training'/'report'/'best_worst.png').read_bytes()
-    assert browser.images['reconstructions'].value == b'' and '2.5x higher error than PCA' in browser.details.value
+    report = results/'training'/'report'
+    assert browser.images['best_worst'].value == (report/'best_worst.png').read_bytes()
+    assert browser.images['reconstructions'].value == b''
+    assert '2.5x higher error than PCA' in browser.details.value
     assert '(5 finished)' in browser.status.value
 
 
@@ -382,38 +399,45 @@ def test_browser_keeps_a_chosen_column_only_while_it_exists(tmp_path):
     browser = RunsBrowser(tmp_path, sort_by='model.embedding_dim', descending=True)
     assert _table_runs(browser) == ['b', 'a']
     for run in ('a', 'b'): (tmp_path/run/'config.yaml').write_text('model: {embedding_dim: 4}\n')
-    browser.refresh()                                                # the setting no longer differs: no column
-    assert 'model.embedding_dim' not in browser.sort_by.options and browser.sort_by.value == 'ratio_to_pca'
-    assert _table_runs(browser) == ['a', 'b']                       # descending ratio: 1.0, then 0.5
+    browser.refresh()                                    # the setting no longer differs: no column
+    assert 'model.embedding_dim' not in browser.sort_by.options
+    assert browser.sort_by.value == 'ratio_to_pca'
+    assert _table_runs(browser) == ['a', 'b']           # descending ratio: 1.0, then 0.5
 
 
 def test_browser_lists_sweep_trials(tmp_path):
-    for trial, dim in [('trial_0000', 2), ('trial_0001', 8)]: _write_run(tmp_path/'codes', trial, dim, mse=0.08 / dim)
+    for trial, dim in [('trial_0000', 2), ('trial_0001', 8)]:
+        _write_run(tmp_path/'codes', trial, dim, mse=0.08 / dim)
     browser = RunsBrowser(tmp_path)
     assert _table_runs(browser) == ['codes/trial_0001', 'codes/trial_0000']
     browser.select('codes/trial_0000')
-    assert browser.images['best_worst'].value == (tmp_path/'codes'/'trial_0000'/'report'/'best_worst.png').read_bytes()
+    report = tmp_path/'codes'/'trial_0000'/'report'
+    assert browser.images['best_worst'].value == (report/'best_worst.png').read_bytes()
 
 
 def test_browser_on_an_empty_missing_or_broken_folder(tmp_path):
     empty = RunsBrowser(tmp_path)
     assert f'no runs in <code>{tmp_path}</code> yet' in empty.status.value
-    assert (empty.table.value, empty.details.value, empty.figures.children, empty.selected) == ('', '', (), None)
-    assert empty.run.layout.display == 'none'
+    assert (empty.table.value, empty.details.value, empty.figures.children) == ('', '', ())
+    assert empty.selected is None and empty.run.layout.display == 'none'
     _write_run(tmp_path, 'first', 4, mse=0.02)
     empty.refresh_button.click()
-    assert _table_runs(empty) == ['first'] and empty.run.layout.display is None and empty.images['best_worst'].value
+    assert _table_runs(empty) == ['first'] and empty.run.layout.display is None
+    assert empty.images['best_worst'].value[:4] == b'\x89PNG'
 
-    missing = RunsBrowser(tmp_path/'not_yet', sort_by='test_mse')   # no runs to check the column against yet
+    missing = RunsBrowser(tmp_path/'not_yet', sort_by='test_mse')   # no columns to check yet
     assert missing.problem.startswith(f"{tmp_path/'not_yet'} does not exist")
-    assert 'color:#b00020' in missing.status.value and 'does not exist' in missing.status.value
+    assert "color:#b00020'>&#10007; " in missing.status.value
+    assert 'does not exist' in missing.status.value
     assert missing.table.value == '' and missing.selected is None
     _write_run(tmp_path/'not_yet', 'later', 4, mse=0.02)
     _write_run(tmp_path/'not_yet', 'sooner', 8, mse=0.03)
     missing.refresh()
-    assert missing.problem is None and _table_runs(missing) == ['later', 'sooner'] and missing.sort_by.value == 'test_mse'
+    assert missing.problem is None and _table_runs(missing) == ['later', 'sooner']
+    assert missing.sort_by.value == 'test_mse'
 
-    (tmp_path/'cut_short').mkdir()
-    (tmp_path/'cut_short'/'config.yaml').write_text('model: [4,\n')   # a broken run file: a sentence, not a traceback
+    (tmp_path/'cut_short').mkdir()                  # a broken run file: a sentence, no traceback
+    (tmp_path/'cut_short'/'config.yaml').write_text('model: [4,\n')
     empty.refresh()
-    assert 'could not read the runs in' in empty.status.value and empty.rows == [] and empty.table.value == ''
+    assert 'could not read the runs in' in empty.status.value
+    assert empty.rows == [] and empty.table.value == ''
