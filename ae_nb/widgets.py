@@ -990,6 +990,8 @@ def _status_html(self:RunsBrowser)->str:
             f"<b>{html.escape(self.sort_by.value)}</b>, {self.direction.value}")
 
 # %% ../nbs/05_widgets.ipynb #7b1e4c44
+_FIGURE_WIDTH = '480px'       # at most: two figures side by side in a notebook, each still legible
+
 @patch
 def _figure(self:RunsBrowser,
             name:str, # a figure's name, e.g. 'best_worst'
@@ -998,7 +1000,7 @@ def _figure(self:RunsBrowser,
     if name not in self._boxes:
         W = _ipywidgets()
         self.images[name] = image = _image()
-        image.layout.max_width = '100%'
+        image.layout.max_width = _FIGURE_WIDTH
         caption = W.HTML(f"<span style='color:#888'>{html.escape(name.replace('_', ' '))}</span>")
         self._boxes[name] = W.VBox([caption, image], layout=W.Layout(margin='0 12px 8px 0'))
     return self._boxes[name]

@@ -187,7 +187,7 @@ def test_a_refused_restart_changes_nothing_on_disk(tmp_path):
     r = run_ae(*run_cmd(tmp_path, epochs=2, **{'model.embedding_dim': 7}), '--restart', 'auto', cwd=tmp_path)
     assert r.returncode == 1 and 'cannot resume this run' in r.stdout, r.stdout + r.stderr
     assert tree(tmp_path/'k') == before
-    resume = re.search(r'Resume with: (.+)', r.stdout)
+    resume = re.search(r'Nothing was changed; to resume the run as it was trained: (.+)', r.stdout)
     assert resume, r.stdout
     again = subprocess.run(resume[1], shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and 'nothing to train' in again.stdout, again.stdout + again.stderr
