@@ -311,6 +311,19 @@ def _sampler(spec:SweepSpec, # the sweep
                 'grid': lambda: optuna.samplers.GridSampler(grid_space(spec.space), seed=s.seed)}
     return samplers[s.sampler]()
 
+# %% ../nbs/07_sweep.ipynb #5c1f0e2a
+def _storage(url:str,        # an Optuna storage URL
+             attempts:int=6, # tries before the last error is raised
+            ):               # an `optuna.storages.RDBStorage`
+    "The storage at `url`, retried while another worker is creating the same tables."
+    import optuna, sqlalchemy
+    engine = {'connect_args': {'timeout': 60}} if url.startswith('sqlite') else None
+    for i in range(attempts):
+        try: return optuna.storages.RDBStorage(url, engine_kwargs=engine)
+        except sqlalchemy.exc.SQLAlchemyError:
+            if i == attempts - 1: raise
+            time.sleep(0.1 * 2**i)
+
 # %% ../nbs/07_sweep.ipynb #d3e2a5a0
 def open_study(spec:SweepSpec,   # the sweep
                study_dir:Path,   # its folder (created)
@@ -321,10 +334,8 @@ def open_study(spec:SweepSpec,   # the sweep
     s = spec.study
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=s.startup_trials)
               if s.pruner == 'median' else optuna.pruners.NopPruner())
-    url = storage_url(spec, study_dir)
-    sqlite = {'connect_args': {'timeout': 60}} if url.startswith('sqlite') else None
-    storage = optuna.storages.RDBStorage(url, engine_kwargs=sqlite)
-    return optuna.create_study(study_name=s.name, storage=storage, sampler=_sampler(spec),
+    return optuna.create_study(study_name=s.name, storage=_storage(storage_url(spec, study_dir)),
+                               sampler=_sampler(spec),
                                pruner=pruner, direction='minimize', load_if_exists=True)
 
 # %% ../nbs/07_sweep.ipynb #30bfba29

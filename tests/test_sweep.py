@@ -108,3 +108,28 @@ def test_a_bad_sweep_file_is_refused_naming_file_and_line(tmp_path):
     r = run_ae('ae_sweep', str(bad), cwd=tmp_path)
     assert r.returncode == 1 and 'bad.yaml:2: space.model.embeding_dim: not a config key' in r.stderr, r.stderr
     assert 'Traceback' not in r.stderr
+
+
+OPEN = """
+import os, sys, time
+from pathlib import Path
+from ae_nb.sweep import SweepSpec, open_study
+folder = Path(sys.argv[1])
+spec = SweepSpec.model_validate({'study': {'name': 'tiny'}, 'space': {'model.embedding_dim': {'choices': [2]}}})
+(folder/f'ready_{os.getpid()}').touch()
+while not (folder/'go').exists(): time.sleep(0.001)
+open_study(spec, folder/'tiny')
+"""
+
+
+def test_workers_that_start_together_all_open_the_new_study(tmp_path):
+    "Four workers released at one moment on a study file none has made: each opens it, none fails."
+    for round in range(2):
+        folder = tmp_path/str(round); folder.mkdir()
+        workers = [subprocess.Popen([sys.executable, '-c', OPEN, str(folder)], stderr=subprocess.PIPE, text=True)
+                   for _ in range(4)]
+        deadline = time.time() + 120
+        while len(list(folder.glob('ready_*'))) < 4 and time.time() < deadline: time.sleep(0.01)
+        (folder/'go').touch()
+        errors = [w.communicate(timeout=120)[1] for w in workers]
+        assert [w.returncode for w in workers] == [0] * 4, '\n'.join(errors)
