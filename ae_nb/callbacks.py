@@ -294,7 +294,8 @@ class TensorBoardLogger(Callback):
             trainer.log("logging.tensorboard: the tensorboard package is not installed "
                         "(pip install tensorboard); training goes on without it")
             return
-        self.writer = SummaryWriter(str(trainer.run_dir/'tensorboard'), purge_step=trainer.global_step)
+        self.writer = SummaryWriter(str(trainer.run_dir/'tensorboard'),
+                                    purge_step=trainer.global_step)
 
 # %% ../nbs/03c_callbacks.ipynb #a33dcafe
 @patch
@@ -302,7 +303,8 @@ def metrics(self:TensorBoardLogger, trainer, values:dict, images:dict|None=None)
     "Write every number of `values` (and the PNG `images`) at the trainer's global step."
     if self.writer is None: return
     for k, v in values.items():
-        if isinstance(v, (int, float)) and k != 'epoch': self.writer.add_scalar(k, v, trainer.global_step)
+        if isinstance(v, (int, float)) and k != 'epoch':
+            self.writer.add_scalar(k, v, trainer.global_step)
     for k, path in (images or {}).items():
         from matplotlib.image import imread
         self.writer.add_image(k, imread(path)[..., :3], trainer.global_step, dataformats='HWC')

@@ -177,7 +177,7 @@ def save_checkpoint_file(checkpoint:dict, # tensors and plain values only
 # %% ../nbs/03a_checkpoint.ipynb #63fd40ba
 def _load_problem(e:Exception, # what `torch.load` raised
                  )->str:
-    "What a `torch.load` failure means, in one sentence: the unpickler's reason, else its first line."
+    "A `torch.load` failure in one sentence: the unpickler's reason, else its first line."
     text = str(e)
     if 'Weights only load failed' in text or 'WeightsUnpickler' in text:
         m = re.search(r'WeightsUnpickler error:\s*([^\n]+)', text)

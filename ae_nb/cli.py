@@ -309,7 +309,8 @@ def handle_training_interruption(trainer,            # the `TrainerAE`, or None 
             log.info(f"No emergency checkpoint: {refusal}; {_latest_point(trainer)}.")
         if trainer is not None:
             refused = type(exc).__name__ == 'RestartError'   # its own config.yaml still resumes it
-            how = 'Nothing was changed; to resume the run as it was trained' if refused else 'Resume with'
+            how = ('Nothing was changed; to resume the run as it was trained' if refused
+                   else 'Resume with')
             log.info(f"{how}: {resume_command(config)}")
             trainer.cleanup()
     return code

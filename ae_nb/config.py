@@ -42,8 +42,9 @@ class ExperimentConfig(Section):
     deterministic: bool = Field(
         False,
         description="The one switch for runs that repeat: deterministic kernels only, and speed "
-                    "settings from fixed rules rather than timing (the tuner may pick another layout "
-                    "or fused optimizer another day, which changes results by rounding); bitwise-exact "
+                    "settings from fixed rules rather than timing (the tuner may pick another "
+                    "layout or fused optimizer another day, which changes results by rounding); "
+                    "bitwise-exact "
                     "resume on CPU, slower on GPU.")
 
     @field_validator('name')
@@ -292,8 +293,8 @@ class LoggingConfig(Section):
     progress: Literal['auto', 'always', 'never'] = Field(
         'auto', description="Progress bar: `auto` shows it only on a terminal or in a notebook.")
     tensorboard: bool = Field(
-        False, description="Also log metrics and figures for TensorBoard into `run_dir/tensorboard` "
-                           "(needs the `tensorboard` package).")
+        False, description="Also log metrics and figures for TensorBoard into "
+                           "`run_dir/tensorboard` (needs the `tensorboard` package).")
     wandb: WandbConfig = Field(default_factory=WandbConfig, description="Weights & Biases.")
 
 # %% ../nbs/00_config.ipynb #3782d734
@@ -319,8 +320,8 @@ class AEConfig(Section):
     @model_validator(mode='after')
     def _folder_needs_glob(self):
         if self.data.source == 'folder' and not self.data.raw_glob:
-            raise ValueError("data.raw_glob: required when data.source is 'folder' (a glob of "
-                             "raw files or folders, e.g. --override 'data.raw_glob=/vol/data/2025_*')")
+            raise ValueError("data.raw_glob: required when data.source is 'folder' (a glob of raw "
+                             "files or folders, e.g. --override 'data.raw_glob=/vol/data/2025_*')")
         return self
 
 # %% ../nbs/00_config.ipynb #618a1773
@@ -755,7 +756,8 @@ def _describe(err:dict, raw:RawConfig)->str:
         return f"{raw.where(key)}{key}: unknown key.{did_you_mean(key)}"
     msg = err['msg'].removeprefix('Value error, ')
     named = re.match(r'([a-z_]+(?:\.[a-z_]+)+): (.*)', msg, re.S)
-    if not key and named and named[1] in schema_keys(): key, msg = named[1], named[2]   # a cross-field rule
+    if not key and named and named[1] in schema_keys():   # a cross-field rule names its key
+        key, msg = named[1], named[2]
     plain = err['type'] in ('value_error', 'assertion_error', 'missing')
     got = '' if plain else f" (got {_brief(err['input'])})"
     return f"{raw.where(key)}{key or '<top level>'}: {msg}{got}"

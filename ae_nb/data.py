@@ -114,7 +114,7 @@ def fit_normalization(x:np.ndarray,        # train samples (N, C, H, W)
     s = stats or channel_stats(x)
     if method == 'minmax': shift, spread = s['min'], np.subtract(s['max'], s['min'])
     else: shift, spread = s['mean'], s['std']
-    with np.errstate(over='ignore'):    # a spread beyond float32 casts to inf: refused below, silently
+    with np.errstate(over='ignore'):    # a spread beyond float32 casts to inf: refused below
         fits = np.isfinite(np.asarray(spread, np.float32)).all()
     if not fits:
         raise DataError(f"data.normalize: the train split's values span {min(s['min']):.3g} to "

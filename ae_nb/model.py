@@ -107,7 +107,8 @@ def conv_block(in_channels:int,      # channels coming in
                output_padding:tuple[int, int]|None=None,
               )->nn.Sequential:
     "Convolution (transposed when `output_padding` is given), normalisation and activation."
-    kw = dict(kernel_size=kernel_size, stride=stride, padding=(kernel_size - 1) // 2, bias=norm == 'none')
+    kw = dict(kernel_size=kernel_size, stride=stride, padding=(kernel_size - 1) // 2,
+              bias=norm == 'none')
     conv = (nn.Conv2d(in_channels, out_channels, **kw) if output_padding is None
             else nn.ConvTranspose2d(in_channels, out_channels, output_padding=output_padding, **kw))
     return nn.Sequential(conv, norm_layer(norm, out_channels), _ACTIVATIONS[activation]())
@@ -195,7 +196,7 @@ class CNNAutoencoder(nn.Module):
                  # a full-resolution stage and 3x3 conv after the decoder
                  # (False: ~2x faster on large inputs)
                  head:bool=True,
-                 decoder_kernel_size:int|None=None, # kernel of the transposed convs (None: kernel_size)
+                 decoder_kernel_size:int|None=None, # transposed convs' kernel (None: kernel_size)
                 ):
         super().__init__()
         strides_hw = _check_args(in_channels, embedding_dim, channels, strides, kernel_size, norm,
@@ -210,7 +211,7 @@ class CNNAutoencoder(nn.Module):
                      for s in strides],
             kernel_size=kernel_size, norm=norm, activation=activation,
             output_activation=output_activation, head=bool(head))
-        if decoder_kernel_size is not None:   # only when set: older checkpoints' settings stay equal
+        if decoder_kernel_size is not None:   # only when set: older checkpoints' settings agree
             self.hparams['decoder_kernel_size'] = int(decoder_kernel_size)
         _build(self, strides_hw)
 

@@ -205,7 +205,7 @@ def _enqueue_again(study, # the `optuna.Study`
     "Queue trial `t`'s values again (for a grid sampler, as the same point of its grid), once."
     from optuna.trial import TrialState
     queued = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-    if any(w.system_attrs.get('fixed_params') == t.params for w in queued): return   # already queued
+    if any(w.system_attrs.get('fixed_params') == t.params for w in queued): return   # queued
     study.enqueue_trial(t.params)
     if 'grid_id' not in t.system_attrs: return
     waiting = [w for w in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))]

@@ -1071,7 +1071,8 @@ def plot(self:TrainerAE, n:int=8, # how many validation samples to show
     order = torch.argsort(mse)
     pick = order[torch.linspace(0, len(order) - 1, min(n, len(order))).round().long()]
     rec_path = self.plot_dir/f"reconstructions_e{self.epoch:04d}.png"
-    title = f"epoch {self.epoch}: {len(pick)} of {len(x)} validation samples, lowest to highest error"
+    title = (f"epoch {self.epoch}: {len(pick)} of {len(x)} validation samples, "
+             "lowest to highest error")
     return (plot_reconstructions(x[pick], y[pick], rec_path, n=n, title=title,
                                  errors=mse[pick].tolist()),
             plot_losses(self.history, self.plot_dir/'loss_curves.png'))
