@@ -196,3 +196,12 @@ def test_docs_build_with_zero_warnings():
     res = subprocess.run([sys.executable, str(DOCS/'build.py')], capture_output=True, text=True, timeout=1800)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert check_site.main([str(SITE)]) == 0
+
+
+def test_every_notebook_opens_with_a_python_kernel():
+    "Jupyter, nbdev_test and the docs build all start a notebook's own kernel; none should have to ask."
+    notebooks = sorted(p for p in (ROOT/'nbs').rglob('*.ipynb') if '.ipynb_checkpoints' not in p.parts)
+    assert len(notebooks) > 10
+    specs = {p.relative_to(ROOT/'nbs').as_posix(): json.loads(p.read_text())['metadata'].get('kernelspec')
+             for p in notebooks}
+    assert {k: v for k, v in specs.items() if not v or (v['name'], v['language']) != ('python3', 'python')} == {}
