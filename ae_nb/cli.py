@@ -365,6 +365,20 @@ def _run_ended(code:int, # the run's exit code
     "From now on a signal to the console script just exits with `code`."
     if _ExitGuard.active is not None: _ExitGuard.active.code = code
 
+# %% ../nbs/06_cli.ipynb #2c6e9d14
+def _leave(code:int,     # the exit code
+           console:bool, # the console script, rather than a call from Python
+          ):
+    "Exit with `code`; a console script skips the interpreter's teardown once its exit work is done."
+    if not console: sys.exit(code)
+    for t in threading.enumerate():   # what Python's exit waits for: threads that are not daemons
+        if t is not threading.current_thread() and not t.daemon: t.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try: stream.flush()
+        except (OSError, ValueError): pass   # a closed pipe: nothing more can be said
+    os._exit(code)
+
 # %% ../nbs/06_cli.ipynb #80fc6350
 def main(config:AEConfig, # the run's resolved configuration
          callbacks=(),     # more trainer watchers (`ae_nb.callbacks`), e.g. a sweep's pruner
@@ -572,7 +586,7 @@ def cli_main(argv:list[str]|None=None, # arguments (default: `sys.argv[1:]`)
         _run_ended(code := EXIT_SIGINT)
         print(EARLY_INTERRUPT, file=sys.stderr)
     _run_ended(code)
-    sys.exit(code)
+    _leave(code, console=argv is None)
 
 # %% ../nbs/06_cli.ipynb #297ac69c
 def _tool_parser(prog:str,        # the tool's name
@@ -639,9 +653,10 @@ def _tool_main(run,                  # the tool's work, called with `argv`
     try: run(argv)
     except (CheckpointError, DataError, ConfigError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(EXIT_ERROR)
-    except KeyboardInterrupt: sys.exit(EXIT_SIGINT)
-    sys.exit(EXIT_OK)
+        code = EXIT_ERROR
+    except KeyboardInterrupt: code = EXIT_SIGINT
+    else: code = EXIT_OK
+    _leave(code, console=argv is None)
 
 # %% ../nbs/06_cli.ipynb #beaf8e7b
 def _write_csv(path:Path,        # the CSV file
@@ -798,7 +813,7 @@ def sweep_main(argv:list[str]|None=None, # arguments (default: `sys.argv[1:]`)
     if argv is None: _ExitGuard().install()
     code = _sweep(parse_sweep_arguments(argv))
     _run_ended(code)
-    sys.exit(code)
+    _leave(code, console=argv is None)
 
 # %% ../nbs/06_cli.ipynb #dc13759c
 #| eval: false

@@ -53,14 +53,14 @@ def kill_then_restart(tmp_path, reference, seed):
     for k in weights: assert torch.equal(weights[k], final[k]), f"killed after {when:.2f}s: {k} differs"
 
 
-@pytest.mark.parametrize('seed', range(3))
+@pytest.mark.parametrize('seed', range(1))
 def test_kill_9_at_a_random_moment_then_restart_equals_uninterrupted(tmp_path, reference, seed):
     kill_then_restart(tmp_path, reference, seed)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('seed', range(3, 23))
-def test_kill_9_at_a_random_moment_20_more_seeds(tmp_path, reference, seed):
+@pytest.mark.parametrize('seed', range(1, 23))
+def test_kill_9_at_a_random_moment_22_more_seeds(tmp_path, reference, seed):
     kill_then_restart(tmp_path, reference, seed)
 
 
