@@ -79,15 +79,21 @@ def reference(tmp_path_factory):
 
 # ---------------------------------------------------------------- one owner per run folder
 
+def paused(tmp_path, cmd, step=2):
+    "`cmd` (an `ae_train` command) whose training step `step` waits until the file `tmp_path/go` exists."
+    return [sys.executable, str(Path(__file__).parent/'slow_step.py'), '--until', str(tmp_path/'go'), str(step)] + cmd[1:]
+
+
 def test_a_second_run_on_a_busy_folder_is_refused_and_names_the_owner(tmp_path):
-    first = popen(run_cmd(tmp_path, epochs=15, n=3200), tmp_path)
-    wait_for(tmp_path/'k'/'.ae_nb.lock', first)
+    first = popen(paused(tmp_path, run_cmd(tmp_path)), tmp_path)
+    wait_for_line(first, 'weights updated, position not yet')   # training, and holding its folder
     t0 = time.time()
-    second = run_ae(*run_cmd(tmp_path, n=3200), cwd=tmp_path)
+    second = run_ae(*run_cmd(tmp_path), cwd=tmp_path)
     out = second.stdout + second.stderr
     assert second.returncode == 1, out
     assert f"is in use by another run: pid {first.pid} on host " in out, out
     assert 'Traceback' not in out and time.time() - t0 < 30
+    (tmp_path/'go').touch()
     out_first = first.communicate(timeout=300)[0]
     assert first.returncode == 0, out_first
     assert not (tmp_path/'k'/'previous').exists()   # the second run moved nothing and wrote nothing
@@ -131,8 +137,8 @@ def on_other_host(cmd, host='node-b'):
 @pytest.mark.skipif(not unshare_works(), reason="needs unshare (Linux namespaces, root)")
 def test_a_run_on_another_host_respects_a_live_lock_and_takes_over_a_frozen_one(tmp_path):
     env = {'AE_NB_LOCK_HEARTBEAT_S': '0.2', 'AE_NB_LOCK_STALE_S': '2'}
-    first = popen(run_cmd(tmp_path, epochs=30, n=3200), tmp_path, env)
-    wait_for(tmp_path/'k'/'checkpoints'/'latest.pth', first)
+    first = popen(paused(tmp_path, run_cmd(tmp_path)), tmp_path, env)
+    wait_for_line(first, 'weights updated, position not yet')
     busy = subprocess.run(on_other_host(run_cmd(tmp_path)), cwd=tmp_path, capture_output=True, text=True,
                           env={**os.environ, **env}, timeout=120)
     assert busy.returncode == 1 and f"pid {first.pid} on host {os.uname().nodename}" in busy.stdout, busy.stdout + busy.stderr
@@ -142,6 +148,7 @@ def test_a_run_on_another_host_respects_a_live_lock_and_takes_over_a_frozen_one(
     second = popen(on_other_host(run_cmd(tmp_path, epochs=2)), tmp_path, env)
     wait_for_line(second, 'heartbeat stopped')
     first.send_signal(signal.SIGCONT)   # it wakes up in a folder that is no longer its own
+    (tmp_path/'go').touch()
     out_first = first.communicate(timeout=120)[0]
     out_second = second.communicate(timeout=300)[0]
     assert second.returncode == 0, out_second

@@ -88,9 +88,10 @@ def test_inputs_unlike_the_training_data_are_a_warning_on_stderr(trained, tmp_pa
     ckpt = str(trained/'checkpoints'/'best.pth')
     np.save(tmp_path/'normal.npy', synthetic_images(4, 1, 16, 16, seed=7))
     np.save(tmp_path/'bytes.npy', synthetic_images(4, 1, 16, 16, seed=7) * 255)
+    ok = run_ae('ae_score', '--checkpoint', ckpt, '--input', str(tmp_path/'normal.npy'), '--output', str(tmp_path/'s.csv'),
+                cwd=tmp_path)
+    assert ok.returncode == 0 and 'WARNING' not in ok.stderr + ok.stdout, ok.stderr
     for tool, out in (('ae_score', 'scores.csv'), ('ae_embed', 'codes.npy')):
-        ok = run_ae(tool, '--checkpoint', ckpt, '--input', str(tmp_path/'normal.npy'), '--output', str(tmp_path/out), cwd=tmp_path)
-        assert ok.returncode == 0 and 'WARNING' not in ok.stderr + ok.stdout, ok.stderr
         far = run_ae(tool, '--checkpoint', ckpt, '--input', str(tmp_path/'bytes.npy'), '--output', str(tmp_path/out), cwd=tmp_path)
         assert far.returncode == 0 and 'Traceback' not in far.stderr, far.stderr
         assert 'WARNING' in far.stderr and 'inputs 0 to 255, training data 0 to 1' in far.stderr, far.stderr
