@@ -369,7 +369,7 @@ def _run_ended(code:int, # the run's exit code
 def _leave(code:int,     # the exit code
            console:bool, # the console script, rather than a call from Python
           ):
-    "Exit with `code`; a console script skips the interpreter's teardown once its exit work is done."
+    "Exit with `code`; a console script skips the interpreter's teardown after its exit work."
     if not console: sys.exit(code)
     for t in threading.enumerate():   # what Python's exit waits for: threads that are not daemons
         if t is not threading.current_thread() and not t.daemon: t.join()

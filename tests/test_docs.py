@@ -205,3 +205,12 @@ def test_every_notebook_opens_with_a_python_kernel():
     specs = {p.relative_to(ROOT/'nbs').as_posix(): json.loads(p.read_text())['metadata'].get('kernelspec')
              for p in notebooks}
     assert {k: v for k, v in specs.items() if not v or (v['name'], v['language']) != ('python3', 'python')} == {}
+
+
+def test_no_code_line_of_a_notebook_is_over_100_characters():
+    "The site shows 100 characters of code without scrolling, and the style keeps exported lines within 100."
+    long = [f"{p.relative_to(ROOT)}: {line[:60]}..." for p in sorted((ROOT/'nbs').rglob('*.ipynb'))
+            if '.ipynb_checkpoints' not in p.parts
+            for cell in json.loads(p.read_text())['cells'] if cell['cell_type'] == 'code'
+            for line in ''.join(cell['source']).splitlines() if len(line) > 100]
+    assert long == []
