@@ -128,9 +128,22 @@ class DataConfig(Section):
     synthetic: SyntheticConfig = Field(
         default_factory=SyntheticConfig, description="Size of the `synthetic` data set.")
 
-# %% ../nbs/00_config.ipynb #42dafa2a
+# %% ../nbs/00_config.ipynb #6c2e8f14
 Stride = Union[int, list[int]]
 
+def _stage_problem(m, # a model section: `channels`, `strides` and `kernel_size`
+                  )->str|None: # what is wrong with its stages, or None
+    "The first way in which the stages of a model section cannot be built."
+    if len(m.channels) != len(m.strides):
+        return f"channels has {len(m.channels)} stages but strides has {len(m.strides)}"
+    for s in m.strides:
+        pair = s if isinstance(s, list) else [s, s]
+        if len(pair) != 2 or any(v < 1 for v in pair):
+            return f"each stride must be a positive number or a [height, width] pair, got {s!r}"
+    if any(c < 1 for c in m.channels): return f"channels must be positive, got {m.channels}"
+    if m.kernel_size % 2 == 0: return f"kernel_size must be odd, got {m.kernel_size}"
+
+# %% ../nbs/00_config.ipynb #42dafa2a
 class ModelConfig(Section):
     "Shape of the convolutional autoencoder."
     embedding_dim: int = Field(8, ge=1, description="Size of the latent code (the embedding).")
@@ -157,18 +170,7 @@ class ModelConfig(Section):
 
     @model_validator(mode='after')
     def _stages_match(self):
-        if len(self.channels) != len(self.strides):
-            raise ValueError(f"channels has {len(self.channels)} stages but strides has "
-                             f"{len(self.strides)}")
-        for s in self.strides:
-            pair = s if isinstance(s, list) else [s, s]
-            if len(pair) != 2 or any(v < 1 for v in pair):
-                raise ValueError(f"each stride must be a positive number or a [height, width] "
-                                 f"pair, got {s!r}")
-        if any(c < 1 for c in self.channels):
-            raise ValueError(f"channels must be positive, got {self.channels}")
-        if self.kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be odd, got {self.kernel_size}")
+        if problem := _stage_problem(self): raise ValueError(problem)
         return self
 
 # %% ../nbs/00_config.ipynb #05577c79
