@@ -238,8 +238,7 @@ def _emergency_refusal(trainer,           # the `TrainerAE`, or None if training
                       )->str|None:
     "Why no emergency checkpoint may be saved from `trainer` after `exc` (None: it may)."
     from ae_nb.trainer import TrainingAborted, TrainingError
-    if trainer is None or getattr(trainer, 'optimizer', None) is None:
-        return "training had not started"
+    if getattr(trainer, 'optimizer', None) is None: return "training had not started"
     if type(exc).__name__ == 'RunFolderLost': return "this run no longer owns its folder"
     if isinstance(exc, TrainingError): return "the model's state is not usable"
     if isinstance(exc, TrainingAborted): return "the run was abandoned at once, possibly mid-step"
@@ -286,6 +285,41 @@ class _DeferSignals:
 # %% ../nbs/06_cli.ipynb #4d1b7f3a
 USER_ERRORS = ('ConfigError', 'DataError', 'RestartError', 'CheckpointError', 'RunFolderBusy')
 
+# %% ../nbs/06_cli.ipynb #5e1c7a90
+def _log_failure(exc:BaseException,  # what ended the run
+                 code:int,           # its exit code
+                 log:logging.Logger, # run logger
+                ):
+    "Log how the run ended, and the traceback of an error that is not the user's to fix."
+    log.error(_failure_line(exc, code))
+    unexpected = type(exc).__name__ not in USER_ERRORS and not isinstance(exc, OSError)
+    if code == EXIT_ERROR and unexpected:
+        logged = any(isinstance(h, logging.FileHandler) for h in log.handlers)
+        level = logging.DEBUG if logged else logging.ERROR
+        log.log(level, "Traceback of the failure:", exc_info=exc)
+
+# %% ../nbs/06_cli.ipynb #7f4a9c25
+def _save_emergency(trainer,            # the `TrainerAE`, or None before training
+                    exc:BaseException,  # what ended the run
+                    log:logging.Logger, # run logger
+                   ):
+    "Save `emergency.pth` if the state allows it, or log why not and where the run resumes."
+    refusal = _emergency_refusal(trainer, exc)
+    if refusal is None:
+        try: log.info(f"Emergency checkpoint: {trainer.save_checkpoint('emergency')}")
+        except Exception as e: log.error(f"Could not write the emergency checkpoint: {e}")
+    elif getattr(trainer, 'optimizer', None) is not None:
+        log.info(f"No emergency checkpoint: {refusal}; {_latest_point(trainer)}.")
+
+# %% ../nbs/06_cli.ipynb #0a7d3e58
+def _resume_line(exc:BaseException, # what ended the run
+                 config:AEConfig,   # resolved configuration of the run
+                )->str:
+    "The line that gives the command that resumes the run."
+    refused = type(exc).__name__ == 'RestartError'
+    how = 'Nothing was changed; to resume the run as it was trained' if refused else 'Resume with'
+    return f"{how}: {resume_command(config)}"
+
 # %% ../nbs/06_cli.ipynb #5b7e0a93
 def handle_training_interruption(trainer,            # the `TrainerAE`, or None before training
                                  exc:BaseException,  # what ended the run
@@ -295,23 +329,10 @@ def handle_training_interruption(trainer,            # the `TrainerAE`, or None 
     "Save an emergency checkpoint if the state allows, log how to resume, and clean up."
     code = exit_code_for(exc)
     with _DeferSignals():
-        log.error(_failure_line(exc, code))
-        unexpected = type(exc).__name__ not in USER_ERRORS and not isinstance(exc, OSError)
-        if code == EXIT_ERROR and unexpected:
-            logged = any(isinstance(h, logging.FileHandler) for h in log.handlers)
-            log.log(logging.DEBUG if logged else logging.ERROR, "Traceback of the failure:",
-                    exc_info=exc)
-        refusal = _emergency_refusal(trainer, exc)
-        if refusal is None:
-            try: log.info(f"Emergency checkpoint: {trainer.save_checkpoint('emergency')}")
-            except Exception as e: log.error(f"Could not write the emergency checkpoint: {e}")
-        elif trainer is not None and trainer.optimizer is not None:
-            log.info(f"No emergency checkpoint: {refusal}; {_latest_point(trainer)}.")
+        _log_failure(exc, code, log)
+        _save_emergency(trainer, exc, log)
         if trainer is not None:
-            refused = type(exc).__name__ == 'RestartError'   # its own config.yaml still resumes it
-            how = ('Nothing was changed; to resume the run as it was trained' if refused
-                   else 'Resume with')
-            log.info(f"{how}: {resume_command(config)}")
+            log.info(_resume_line(exc, config))
             trainer.cleanup()
     return code
 
@@ -667,9 +688,7 @@ def _write_csv(path:Path,        # the CSV file
     import csv
     def write(tmp):
         with open(tmp, 'w', newline='', encoding='utf-8') as f:
-            w = csv.writer(f)
-            w.writerow(header)
-            w.writerows(rows)
+            csv.writer(f).writerows([header, *rows])
     _write_atomic(path, write)
 
 # %% ../nbs/06_cli.ipynb #2d00242d
