@@ -120,6 +120,11 @@ class DataConfig(Section):
         default_factory=FilterConfig, description="Sample filters applied before the split.")
     normalize: Literal['minmax', 'standard', 'none'] = Field(
         'minmax', description="Normalisation fitted on the train split only.")
+    augment: Literal['none', 'flips', 'dihedral'] = Field(
+        'none',
+        description="Each training sample under a random symmetry, new every step: `flips` "
+                    "(left-right, up-down), `dihedral` (also quarter turns; square samples). "
+                    "Validation and test samples are never changed.")
     load_cache: bool = Field(
         True,
         description="Reuse the prepared data set when its "
@@ -728,10 +733,18 @@ def _input_problems(config:AEConfig)->list[tuple[str, str]]:
     why = kernel_size_problem(size, m.strides, m.kernel_size)
     return [('model.kernel_size', f"{m.kernel_size} is too large for {what}: {why}")] if why else []
 
+# %% ../nbs/00_config.ipynb #6d3f9b15
+def _augment_problems(config:AEConfig)->list[tuple[str, str]]:
+    "(key, problem) for an augmentation that the configured input size cannot take."
+    size, said = _input_size(config)
+    if config.data.augment != 'dihedral' or size is None or size[0] == size[1]: return []
+    return [('data.augment', f"dihedral turns samples a quarter, so they must be square, but "
+                             f"{said} gives {size[0]}x{size[1]}; use flips")]
+
 # %% ../nbs/00_config.ipynb #b9ee8df5
 def _runnable_problems(config:AEConfig, cores:int|None=None)->list[tuple[str, str]]:
     "(key, problem) for everything `check_runnable` reports."
-    return _machine_problems(config, cores) + _input_problems(config)
+    return _machine_problems(config, cores) + _input_problems(config) + _augment_problems(config)
 
 # %% ../nbs/00_config.ipynb #8e2f6b9c
 def check_runnable(config:AEConfig,     # a configuration the schema accepts

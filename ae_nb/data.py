@@ -24,13 +24,13 @@ from .config import AEConfig, FilterConfig, cache_dir
 
 # %% auto #0
 __all__ = ['DIGITS_MAX', 'NORM_METHODS', 'RANGE_TOLERANCE', 'ARRAY_SUFFIXES', 'IMAGE_SUFFIXES', 'LAYOUTS', 'DATA_FORMAT_VERSION',
-           'DataError', 'BadFileError', 'chunk_rows', 'synthetic_images', 'load_digits_arrays', 'channel_stats',
-           'fit_normalization', 'normalize', 'denormalize', 'to_raw_units', 'channel_range', 'range_warning',
-           'ArrayDataset', 'DataSplits', 'RawFiles', 'find_raw_files', 'config_raw_files', 'read_raw_file',
-           'filter_samples', 'SourceScan', 'scan_samples', 'fill_splits', 'split_counts', 'split_indices',
-           'data_recipe', 'data_fingerprint', 'create_filtered_split_datasets', 'CacheError', 'CacheWriter',
-           'write_cache', 'read_cache', 'recipe_changes', 'load_or_create_datasets', 'ArrayBatches', 'make_loaders',
-           'print_inputdata_stats', 'make_example_raw_tree']
+           'AUGMENTS', 'DataError', 'BadFileError', 'chunk_rows', 'synthetic_images', 'load_digits_arrays',
+           'channel_stats', 'fit_normalization', 'normalize', 'denormalize', 'to_raw_units', 'channel_range',
+           'range_warning', 'ArrayDataset', 'DataSplits', 'RawFiles', 'find_raw_files', 'config_raw_files',
+           'read_raw_file', 'filter_samples', 'SourceScan', 'scan_samples', 'fill_splits', 'split_counts',
+           'split_indices', 'data_recipe', 'data_fingerprint', 'create_filtered_split_datasets', 'CacheError',
+           'CacheWriter', 'write_cache', 'read_cache', 'recipe_changes', 'load_or_create_datasets', 'ArrayBatches',
+           'make_loaders', 'augment_batch', 'print_inputdata_stats', 'make_example_raw_tree']
 
 # %% ../nbs/01_data.ipynb #30aedb36
 class DataError(ValueError):
@@ -1065,6 +1065,39 @@ def make_loaders(splits:DataSplits,  # prepared splits
                          rank=rank, world_size=world_size, **common)
     return (train, ArrayBatches(splits.val.x, size, **common),
             ArrayBatches(splits.test.x, size, **common))
+
+# %% ../nbs/01_data.ipynb #5f2b8d40
+AUGMENTS = {'none': 1, 'flips': 4, 'dihedral': 8}   # `data.augment` -> symmetries it draws from
+
+def _symmetry(x:torch.Tensor, # samples (N, C, H, W)
+              t:int,          # which: bit 2 transposes, then bit 1 flips rows, bit 0 columns
+             )->torch.Tensor:
+    "Symmetry number `t` of the square, applied to every sample of `x`."
+    if t & 4: x = x.transpose(2, 3)
+    if t & 2: x = x.flip(2)
+    if t & 1: x = x.flip(3)
+    return x
+
+# %% ../nbs/01_data.ipynb #9b4f1c62
+def augment_batch(batch:torch.Tensor, # training samples (N, C, H, W), on any device
+                  mode:str,           # `data.augment`: 'none', 'flips' or 'dihedral'
+                  seed:int,           # `experiment.seed`
+                  step:int,           # the step's global number
+                  rank:int=0,         # this process's rank
+                 )->torch.Tensor:     # each sample under a random symmetry (none: `batch`)
+    "Each sample of `batch` flipped or turned at random: new every step, the same on a resume."
+    n = AUGMENTS[mode]
+    if n == 1: return batch
+    if n == 8 and batch.shape[2] != batch.shape[3]:
+        raise DataError(f"data.augment: dihedral turns samples a quarter, so they must be square; "
+                        f"these are {batch.shape[2]}x{batch.shape[3]} (use flips)")
+    which = torch.randint(n, (len(batch),), generator=torch.Generator().manual_seed(
+        hash((seed, rank, step)) % 2**63))
+    out = torch.empty_like(batch)
+    for t in range(n):
+        idx = (which == t).nonzero().squeeze(1).to(batch.device, non_blocking=True)
+        out.index_copy_(0, idx, _symmetry(batch.index_select(0, idx), t))
+    return out
 
 # %% ../nbs/01_data.ipynb #07737845
 def _fmt(values:list)->str:

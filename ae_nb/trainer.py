@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from . import __version__
 from .config import AEConfig, TrainingConfig, config_hash, config_to_dict, flatten_dict
 from .config import run_dir as config_run_dir
+from .data import augment_batch
 from .performance import (Speedups, StepRig, apply_layout, begin_step, compile_model,
                                fused_available, rule_speedups, tune_speedups, timings_key,
                                timings_path, load_timings, save_timings)
@@ -750,7 +751,8 @@ def _train_epoch(self:TrainerAE):
     try:
         for batch in _epoch_batches(self.train_loader, self.epoch, self.step_in_epoch):
             if self._agreed_stop() is not None: self._stop_here()
-            batch = self._batch_to_device(batch)
+            batch = augment_batch(self._batch_to_device(batch), self.config.data.augment,
+                                  self.config.experiment.seed, self.global_step, self.rank)
             loss = train_step(self.forward_model, batch, self.optimizer, self.loss_fn, self.scaler,
                               self.amp_dtype, t.grad_clip)
             self._loss_sum += loss * len(batch)

@@ -16,9 +16,10 @@ from ae_nb.trainer import (CheckpointError, RestartError, TrainerAE, TrainingErr
 pytestmark = pytest.mark.usefixtures('one_thread')  # see conftest.py
 
 
-def tiny(results_dir, epochs=3, n=96, model_seed=0, **training):
+def tiny(results_dir, epochs=3, n=96, model_seed=0, data=None, **training):
     "A deterministic tiny run: (config, model, train loader, val loader); 6 steps per epoch."
-    cfg = validate_configuration({'experiment': {'name': 'tiny', 'results_dir': str(results_dir), 'deterministic': True},
+    cfg = validate_configuration({'data': data or {},
+                                  'experiment': {'name': 'tiny', 'results_dir': str(results_dir), 'deterministic': True},
                                   'training': {'epochs': epochs, 'log_every': 2, 'plot_every': 0, **training},
                                   'logging': {'progress': 'never', 'wandb': {'mode': 'disabled'}}})
     seed_everything(0, deterministic=True)
@@ -53,17 +54,17 @@ def assert_same_weights(a, b):
     for k in sa: assert torch.equal(sa[k], sb[k]), k
 
 
-def straight_run(folder, epochs=3):
-    cfg, model, train_dl, val_dl = tiny(folder, epochs=epochs)
+def straight_run(folder, epochs=3, data=None):
+    cfg, model, train_dl, val_dl = tiny(folder, epochs=epochs, data=data)
     trainer = TrainerAE(model, cfg, train_dl, val_dl, data_fingerprint='fp', log=lambda m: None)
     trainer.setup_training()
     trainer.train()
     return trainer
 
 
-def resume_and_compare(folder, straight, expect=None):
+def resume_and_compare(folder, straight, expect=None, data=None):
     "Resume the run in `folder` from its emergency checkpoint with a new model; it must end exactly like `straight`."
-    cfg, _, train_dl, val_dl = tiny(folder)
+    cfg, _, train_dl, val_dl = tiny(folder, data=data)
     torch.manual_seed(1234)  # the resumed process starts from other RNG states and another model
     log = []
     resumed = TrainerAE(tiny_autoencoder((1, 16, 16), seed=7), cfg, train_dl, val_dl, data_fingerprint='fp', log=log.append)
@@ -86,6 +87,19 @@ def test_interrupted_mid_epoch_then_resumed_equals_uninterrupted(tmp_path):
     assert saved.name == 'emergency.pth'
     assert load_checkpoint(saved)['accumulators']['n_samples'] == 4 * 16
     resume_and_compare(tmp_path/'b', straight, expect='epoch 2/3, step 4/6')
+
+
+def test_an_augmented_run_resumes_exactly_and_trains_on_the_symmetries(tmp_path):
+    "Each step draws its symmetries from (seed, rank, step) alone: a resume mid-epoch redraws them exactly."
+    data = {'augment': 'dihedral'}
+    straight = straight_run(tmp_path/'a', data=data)
+    plain = straight_run(tmp_path/'p')
+    assert straight.history['train_loss'] != plain.history['train_loss']   # the batches were transformed
+    def stop(trainer, b): trainer.request_stop(signal.SIGTERM); return b
+    interrupted = hooked_trainer(tmp_path/'b', 1, 4, stop, data=data)
+    with pytest.raises(TrainingInterrupted): interrupted.train()
+    interrupted.save_checkpoint('emergency')
+    resume_and_compare(tmp_path/'b', straight, expect='epoch 2/3, step 4/6', data=data)
 
 
 class StopAfterStep(Hook):
