@@ -214,3 +214,16 @@ def test_no_code_line_of_a_notebook_is_over_100_characters():
             for cell in json.loads(p.read_text())['cells'] if cell['cell_type'] == 'code'
             for line in ''.join(cell['source']).splitlines() if len(line) > 100]
     assert long == []
+
+
+def test_no_exported_line_is_over_100_characters():
+    """What nbdev writes from the notebooks keeps to 100 characters too, the chapter summaries included; only the
+    `__all__` list, which nbdev itself wraps at 120, and the generated index `_modidx.py` are left out."""
+    long = []
+    for path in sorted((ROOT/'ae_nb').glob('*.py')):
+        if path.name == '_modidx.py': continue
+        in_all = False
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            in_all = line.startswith('__all__ = [') or (in_all and line.startswith(' ' * 11))
+            if len(line) > 100 and not in_all: long.append(f"{path.name}:{n}: {line[:60]}...")
+    assert long == []
