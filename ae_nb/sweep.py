@@ -208,9 +208,9 @@ def _enqueue_again(study, # the `optuna.Study`
     if any(w.system_attrs.get('fixed_params') == t.params for w in queued): return   # queued
     study.enqueue_trial(t.params)
     if 'grid_id' not in t.system_attrs: return
-    waiting = [w for w in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))]
+    new = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))[-1]
     for key in ('search_space', 'grid_id'):   # the grid sampler leaves a queued trial without them
-        study._storage.set_trial_system_attr(waiting[-1]._trial_id, key, t.system_attrs[key])
+        study._storage.set_trial_system_attr(new._trial_id, key, t.system_attrs[key])
 
 # %% ../nbs/07_sweep.ipynb #d1ce1de5
 def requeue_lost_trials(study,               # the `optuna.Study`
@@ -359,9 +359,8 @@ def __call__(self:Progress, study, # the `optuna.Study`
     pruned = sum(s == TrialState.PRUNED for s in states)
     what = trial.state.name.lower() + (f", val {trial.value:.5g}"
                                        if trial.value is not None else '')
-    best = next((f"best {study.best_value:.5g} (trial {study.best_trial.number})"
-                 for _ in [0] if any(s == TrialState.COMPLETE for s in states)),
-                'no complete trial yet')
+    best = (f"best {study.best_value:.5g} (trial {study.best_trial.number})"
+            if TrialState.COMPLETE in states else 'no complete trial yet')
     left = max(self.target - done, 0) * sum(self.durations) / max(len(self.durations), 1)
     self.log(f"sweep: trial {trial.number} {what}; {done}/{self.target} done ({pruned} pruned); "
              f"{best}; about {left / 60:.1f} min left")
@@ -442,11 +441,13 @@ def write_sweep_report(study,              # the `optuna.Study`
                        log:Callable=print, # where the report's path is announced
                       ):
     "Write `sweep/trials.csv`, `sweep/report.md` and (over code size) `sweep/rate_distortion.png`."
+    from ae_nb.report import write_atomic   # whole files only: another worker may be reading
     folder, rows = study_dir/'sweep', trials_table(study, study_dir)
-    folder.mkdir(parents=True, exist_ok=True)
     keys = list(dict.fromkeys(k for r in rows for k in r))
-    with open(folder/'trials.csv', 'w', newline='') as f:
-        w = csv.DictWriter(f, keys); w.writeheader(); w.writerows(rows)
+    def table(tmp):
+        with open(tmp, 'w', newline='') as f:
+            w = csv.DictWriter(f, keys); w.writeheader(); w.writerows(rows)
+    write_atomic(folder/'trials.csv', table)
     lines = [f"# Sweep {spec.study.name}", '',
              f"{len(rows)} trials; objective: validation loss.", '']
     if cmd := _best_command(study, base):
@@ -457,7 +458,7 @@ def write_sweep_report(study,              # the `optuna.Study`
                              if 'model.embedding_dim' in r) + 1)
         rate_distortion(rows, pca_curve(base, list(sizes)), folder/'rate_distortion.png')
         lines += ['![rate-distortion](rate_distortion.png)', '']
-    (folder/'report.md').write_text('\n'.join(lines))
+    write_atomic(folder/'report.md', lambda tmp: tmp.write_text('\n'.join(lines)))
     log(f"sweep report: {folder/'report.md'}")
 
 # %% ../nbs/07_sweep.ipynb #d6b3baae
