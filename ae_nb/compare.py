@@ -13,7 +13,8 @@ from .config import flatten_dict
 from .runfolder import LOCK_NAME, PREVIOUS
 
 # %% auto #0
-__all__ = ['IGNORED_KEYS', 'find_runs', 'log_span_s', 'run_summary', 'differing_keys', 'compare_runs', 'format_runs']
+__all__ = ['REPORTED', 'IGNORED_KEYS', 'find_runs', 'log_span_s', 'report_metrics', 'run_summary', 'differing_keys',
+           'compare_runs', 'format_runs']
 
 # %% ../nbs/04a_compare.ipynb #ea9d8ab0
 def find_runs(results_dir:str|Path,    # a results folder (`experiment.results_dir`)
@@ -43,9 +44,22 @@ def log_span_s(log:Path, # a run's `train.log`
 def _state(run:Path, # a run folder
           )->str:
     "`finished` (a final checkpoint), `running` (a lock), or `stopped`."
-    if (run/'checkpoints'/'final_checkpoint.pth').is_file() and not (run/LOCK_NAME).exists():
-        return 'finished'
-    return 'running' if (run/LOCK_NAME).exists() else 'stopped'
+    if (run/LOCK_NAME).exists(): return 'running'
+    return 'finished' if (run/'checkpoints'/'final_checkpoint.pth').is_file() else 'stopped'
+
+# %% ../nbs/04a_compare.ipynb #2f7b9d40
+REPORTED = ('test_mse', 'test_ssim', 'pca_mse', 'ratio_to_pca', 'best_val_loss', 'epochs',
+            'wall_time_s')   # what `report_metrics` gives
+
+def report_metrics(run:str|Path, # a run folder
+                  )->dict:       # the `REPORTED` figures (None: not reported); {} without a report
+    "The figures of a run's `report/metrics.json` that runs are compared by."
+    try: m = json.loads((Path(run)/'report'/'metrics.json').read_text())
+    except (OSError, ValueError): return {}
+    test, pca, tr = m.get('test') or {}, m.get('pca') or {}, m.get('training') or {}
+    return {'test_mse': test.get('mse'), 'test_ssim': test.get('ssim'), 'pca_mse': pca.get('mse'),
+            'ratio_to_pca': m.get('ae_vs_pca_mse_ratio'), 'best_val_loss': tr.get('best_val_loss'),
+            'epochs': tr.get('epochs'), 'wall_time_s': m.get('wall_time_s')}
 
 # %% ../nbs/04a_compare.ipynb #619b4dd9
 def run_summary(run:str|Path,            # a run folder
@@ -54,14 +68,10 @@ def run_summary(run:str|Path,            # a run folder
     "What one run folder says about its run: settings, state, test metrics and wall time."
     run = Path(run)
     config = flatten_dict(yaml.safe_load((run/'config.yaml').read_text()) or {})
-    try: m = json.loads((run/'report'/'metrics.json').read_text())
-    except (OSError, ValueError): m = {}
-    test, pca, tr = m.get('test') or {}, m.get('pca') or {}, m.get('training') or {}
+    metrics = dict.fromkeys(REPORTED) | report_metrics(run)
+    metrics['wall_time_s'] = metrics['wall_time_s'] or log_span_s(run/'train.log')
     return {'run': run.relative_to(root).as_posix() if root else run.name, 'state': _state(run),
-            'config': config, 'test_mse': test.get('mse'), 'test_ssim': test.get('ssim'),
-            'pca_mse': pca.get('mse'), 'ratio_to_pca': m.get('ae_vs_pca_mse_ratio'),
-            'best_val_loss': tr.get('best_val_loss'), 'epochs': tr.get('epochs'),
-            'wall_time_s': m.get('wall_time_s') or log_span_s(run/'train.log')}
+            'config': config, **metrics}
 
 # %% ../nbs/04a_compare.ipynb #5474c794
 IGNORED_KEYS = ('experiment.name', 'experiment.results_dir', 'data.cache_dir', 'training.restart',

@@ -12,6 +12,7 @@ from fastcore.basics import patch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .callbacks import Callback
+from .compare import report_metrics
 from .config import (AEConfig, ConfigError, RawConfig, apply_config_overrides, cache_dir,
                           did_you_mean, load_config, schema_keys, validate_configuration)
 from .runfolder import LOCK_NAME, read_lock, stale_reason
@@ -369,11 +370,9 @@ def __call__(self:Progress, study, # the `optuna.Study`
 def _trial_metrics(study_dir:Path,  # the study's folder
                    run:str|None,    # the trial's run folder name (None: it never started)
                   )->dict:          # 'test_mse', 'pca_mse', 'ratio_to_pca'; {} without a report
-    "Test MSE, PCA MSE and their ratio from a trial's report (empty if it has none)."
-    try: m = json.loads((study_dir/run/'report'/'metrics.json').read_text())
-    except (OSError, ValueError, TypeError): return {}
-    return {'test_mse': m.get('test', {}).get('mse'), 'pca_mse': m.get('pca', {}).get('mse'),
-            'ratio_to_pca': m.get('ae_vs_pca_mse_ratio')}
+    "Test MSE, PCA MSE and their ratio from a trial's report (empty if it never started)."
+    m = report_metrics(study_dir/run) if run is not None else {}
+    return {k: m[k] for k in ('test_mse', 'pca_mse', 'ratio_to_pca')} if m else {}
 
 # %% ../nbs/07_sweep.ipynb #6576d646
 def trials_table(study,          # the `optuna.Study`
