@@ -155,7 +155,9 @@ class ModelConfig(Section):
     channels: list[int] = Field(
         [16, 32], min_length=1, description="Output channels of each encoder stage.")
     strides: list[Stride] = Field(
-        [2, 2], min_length=1, description="Stride of each stage: one number or [height, width].")
+        2, min_length=1, validate_default=True,
+        description="Stride of each stage (a number or [height, width]), or one number for every "
+                    "stage, so that changing `channels` alone changes the depth.")
     kernel_size: int = Field(
         3, ge=1, description="Convolution kernel size (odd, so every stage keeps exact shapes).")
     norm: Literal['batch', 'group', 'none'] = Field(
@@ -172,6 +174,12 @@ class ModelConfig(Section):
         None, ge=1,
         description="Kernel of the decoder's transposed convolutions (null: `kernel_size`; 4 with "
                     "stride 2 doubles every size exactly, as DCGAN-style decoders do).")
+
+    @field_validator('strides', mode='before')
+    @classmethod
+    def _one_for_all(cls, v, info):
+        n = len(info.data.get('channels') or ())
+        return [v] * n if type(v) is int and n else v
 
     @model_validator(mode='after')
     def _stages_match(self):
