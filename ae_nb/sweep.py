@@ -414,12 +414,16 @@ def rate_distortion(rows:list[dict], # `trials_table` rows of a sweep over `mode
 def pca_curve(base:RawConfig,        # the base configuration: the data every trial trains on
               sizes:list[int],       # code sizes to evaluate PCA at
              )->dict:                # {code size: PCA test MSE}
-    "PCA's test MSE at each code size, fitted on the training split of the base config's data."
+    "PCA's test MSE at each code size, from one fit on the training split of the base config's data."
     import numpy as np
     from ae_nb.data import load_or_create_datasets
-    from ae_nb.report import pca_baseline
+    from ae_nb.report import fit_pca
     splits = load_or_create_datasets(validate_configuration(base), log=lambda m: None)
-    return {k: float(np.mean(pca_baseline(splits.train.x, splits.test.x, k)['mse'])) for k in sizes}
+    pca, x = fit_pca(splits.train.x, max(sizes)), splits.test.x
+    centred = np.asarray(x, np.float64).reshape(len(x), -1) - pca['mean']
+    kept = np.cumsum((centred @ pca['components'].T) ** 2, axis=1)   # energy in the top k, per k
+    left = (centred ** 2).sum(1, keepdims=True) - kept                # the residual of PCA-k
+    return {k: float(left[:, min(k, kept.shape[1]) - 1].mean() / centred.shape[1]) for k in sizes}
 
 # %% ../nbs/07_sweep.ipynb #4ef31f5e
 def _best_command(study,          # the `optuna.Study`
