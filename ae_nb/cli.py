@@ -43,6 +43,8 @@ def parse_arguments(argv:list[str]|None=None, # arguments (default: `sys.argv[1:
                                        "--override experiment.results_dir=/tmp/runs")
     p.add_argument('--config', metavar='FILE',
                    help="YAML config file (default: the packaged default config)")
+    p.add_argument('--preset', metavar='NAME',
+                   help="a named recipe applied before the overrides: photos (natural-image patches)")
     p.add_argument('--override', metavar='KEY=VALUE', action='append', default=[],
                    help="change one setting, e.g. training.epochs=5 (repeatable; values are YAML)")
     p.add_argument('--dry-run', action='store_true',
@@ -57,8 +59,9 @@ def parse_arguments(argv:list[str]|None=None, # arguments (default: `sys.argv[1:
 def resolve_config(args:argparse.Namespace, # from `parse_arguments`
                   )->AEConfig:
     "Load, override and validate the configuration named by `args` (raises `ConfigError`)."
-    from ae_nb.config import apply_config_overrides, load_config, validate_configuration
-    overrides = list(args.override)
+    from ae_nb.config import (apply_config_overrides, load_config, preset_overrides,
+                              validate_configuration)
+    overrides = (preset_overrides(args.preset) if args.preset else []) + list(args.override)
     if args.restart: overrides += ['training.restart=true', f"training.restart_from={args.restart}"]
     return validate_configuration(apply_config_overrides(load_config(args.config), overrides))
 
@@ -798,6 +801,8 @@ def parse_sweep_arguments(argv:list[str]|None=None, # arguments (default: `sys.a
                    help="the sweep file: study settings, base, space")
     p.add_argument('--config', metavar='FILE',
                    help="base YAML config of every trial (default: packaged)")
+    p.add_argument('--preset', metavar='NAME',
+                   help="a named recipe for every trial, before the sweep file's `base`")
     p.add_argument('--override', metavar='KEY=VALUE', action='append', default=[],
                    help="change one base setting (repeatable; after the sweep file's `base`)")
     p.add_argument('--trials', type=int, metavar='N',
@@ -810,11 +815,12 @@ def parse_sweep_arguments(argv:list[str]|None=None, # arguments (default: `sys.a
 def _sweep(args:argparse.Namespace, # `parse_sweep_arguments`'s result
           )->int:                    # the exit code
     "Load the sweep and its base configuration, run it; the exit code."
-    from ae_nb.config import ConfigError, apply_config_overrides, load_config
+    from ae_nb.config import ConfigError, apply_config_overrides, load_config, preset_overrides
     from ae_nb.sweep import SweepInterrupted, load_sweep, sweep
     try:
         spec = load_sweep(args.sweep)
-        base = apply_config_overrides(load_config(args.config), spec.base + args.override)
+        preset = preset_overrides(args.preset) if args.preset else []
+        base = apply_config_overrides(load_config(args.config), preset + spec.base + args.override)
     except ConfigError as e: return _print_problems(e.problems, 'ae_sweep')
     if args.trials: spec.study.trials = args.trials
     if args.storage: spec.study.storage = args.storage

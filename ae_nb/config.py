@@ -13,13 +13,13 @@ from fastcore.basics import patch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 # %% auto #0
-__all__ = ['Stride', 'Switch', 'MAX_CONFIG_BYTES', 'MAX_CONFIG_DEPTH', 'MAX_CONFIG_VALUES', 'THREADS_PER_CORE', 'Section',
-           'ExperimentConfig', 'SplitConfig', 'SyntheticConfig', 'FilterConfig', 'DataConfig', 'ModelConfig',
+__all__ = ['Stride', 'Switch', 'MAX_CONFIG_BYTES', 'MAX_CONFIG_DEPTH', 'MAX_CONFIG_VALUES', 'PRESETS', 'THREADS_PER_CORE',
+           'Section', 'ExperimentConfig', 'SplitConfig', 'SyntheticConfig', 'FilterConfig', 'DataConfig', 'ModelConfig',
            'CheckpointConfig', 'TrainingConfig', 'PerformanceConfig', 'ResourcesConfig', 'WandbConfig', 'LoggingConfig',
            'AEConfig', 'schema_keys', 'did_you_mean', 'ConfigError', 'RawConfig', 'default_config_path', 'load_config',
-           'parse_override', 'apply_config_overrides', 'stage_inputs', 'kernel_size_problem', 'check_runnable',
-           'validate_configuration', 'config_to_dict', 'config_to_yaml', 'config_hash', 'flatten_dict',
-           'config_overrides', 'run_dir', 'cache_dir']
+           'parse_override', 'apply_config_overrides', 'preset_overrides', 'stage_inputs', 'kernel_size_problem',
+           'check_runnable', 'validate_configuration', 'config_to_dict', 'config_to_yaml', 'config_hash',
+           'flatten_dict', 'config_overrides', 'run_dir', 'cache_dir']
 
 # %% ../nbs/00_config.ipynb #96b7db58
 class Section(BaseModel):
@@ -668,6 +668,19 @@ def apply_config_overrides(config:RawConfig|dict,   # config as loaded by `load_
         out.lines[key] = '--override'
     if problems: raise ConfigError(problems)
     return out
+
+# %% ../nbs/00_config.ipynb #c7e2a911
+PRESETS = {
+    'photos': ['model.channels=[32, 64, 128]', 'data.augment=dihedral'],
+}
+
+def preset_overrides(name:str, # a name in `PRESETS`
+                    )->list[str]: # its `key=value` overrides, to go before the user's own
+    "The overrides of the preset `name`; `ConfigError` listing the presets if there is none."
+    if name not in PRESETS:
+        raise ConfigError([f"--preset {name}: no such preset (presets: {', '.join(PRESETS)})."
+                           f"{did_you_mean(name, list(PRESETS))}"])
+    return list(PRESETS[name])
 
 # %% ../nbs/00_config.ipynb #cb45a798
 THREADS_PER_CORE = 8   # beyond this many threads per core they only wait for each other: a mistake

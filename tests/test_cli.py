@@ -41,6 +41,17 @@ def test_validate_config_valid_and_bad_override(ae):
     assert r.returncode == 1 and "Did you mean 'training.epochs'" in r.stderr
 
 
+def test_preset_goes_before_the_overrides_and_a_wrong_name_lists_the_presets(ae, tmp_path):
+    r = ae('ae_train', '--dry-run', '--preset', 'photos', '--override', 'model.channels=[8, 16]')
+    assert r.returncode == 0, r.stderr
+    model = yaml.safe_load(r.stdout)['model']
+    assert (model['channels'], model['strides']) == ([8, 16], [2, 2])
+    assert yaml.safe_load(r.stdout)['data']['augment'] == 'dihedral'
+    r = ae('ae_train', '--validate-config', '--preset', 'photo')
+    assert r.returncode == 1 and 'Traceback' not in r.stderr
+    assert "--preset photo: no such preset (presets: photos). Did you mean 'photos'?" in r.stderr
+
+
 def test_invalid_yaml_and_missing_file(ae, tmp_path):
     broken = tmp_path/'broken.yaml'
     broken.write_text("training:\n  epochs: [1, 2\n")
