@@ -44,6 +44,9 @@ class StudySettings(_Strict):
         'median', description="Stop trials worse than the median.")
     startup_trials: int = Field(
         3, ge=0, description="Trials run to the end before pruning starts.")
+    warmup_epochs: int = Field(
+        5, ge=0, description="Epochs every trial trains before it can be pruned (the first "
+                             "epochs' validation loss says little about the last).")
 
 # %% ../nbs/07_sweep.ipynb #cb1d3597
 class Choice(_Strict):
@@ -333,7 +336,8 @@ def open_study(spec:SweepSpec,   # the sweep
     import optuna
     study_dir.mkdir(parents=True, exist_ok=True)
     s = spec.study
-    pruner = (optuna.pruners.MedianPruner(n_startup_trials=s.startup_trials)
+    pruner = (optuna.pruners.MedianPruner(n_startup_trials=s.startup_trials,
+                                          n_warmup_steps=s.warmup_epochs)
               if s.pruner == 'median' else optuna.pruners.NopPruner())
     return optuna.create_study(study_name=s.name, storage=_storage(storage_url(spec, study_dir)),
                                sampler=_sampler(spec),

@@ -13,7 +13,8 @@ optuna = pytest.importorskip('optuna')
 def write_sweep(folder, trials=3, space=None, pruner='none', name='tiny', epochs=2, n=256, sampler='tpe'):
     "A sweep file over a tiny synthetic problem, and the `ae_sweep` arguments that run it in `folder`."
     space = space or {'model.embedding_dim': {'choices': [2, 4, 8]}}
-    spec = {'study': {'name': name, 'trials': trials, 'pruner': pruner, 'startup_trials': 1, 'sampler': sampler},
+    spec = {'study': {'name': name, 'trials': trials, 'pruner': pruner, 'startup_trials': 1, 'sampler': sampler,
+                      'warmup_epochs': 1},
             'base': ['data.source=synthetic', f'data.synthetic.n_samples={n}', 'data.synthetic.height=8',
                      'data.synthetic.width=8', 'data.batch_size=32', 'model.channels=[4, 8]',
                      f'training.epochs={epochs}', 'training.plot_every=0', 'resources.threads=1',
