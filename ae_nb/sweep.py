@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_sweep.ipynb #6b83ebb1
 from __future__ import annotations
-import csv, json, math, time
+import csv, json, math, shlex, time
 from pathlib import Path
 from typing import Callable, Literal, Union
 
@@ -430,14 +430,26 @@ def pca_curve(base:RawConfig,        # the base configuration: the data every tr
     return {k: float(left[:, min(k, kept.shape[1]) - 1].mean() / centred.shape[1]) for k in sizes}
 
 # %% ../nbs/07_sweep.ipynb #4ef31f5e
+def _overridden(base:RawConfig, # the base configuration, overrides applied
+               )->dict:          # {config key: value} of every override in it
+    "What overrides (a preset, the sweep file's `base`, `--override`) set in `base`."
+    out = {}
+    for key, where in getattr(base, 'lines', {}).items():
+        if where != '--override': continue
+        node = base
+        for part in key.split('.'): node = node[part]
+        out[key] = node
+    return out
+
 def _best_command(study,          # the `optuna.Study`
                   base:RawConfig, # the base configuration (its `source`: the `--config` file)
                  )->str|None:     # None while no trial is complete
     "The `ae_train` command that trains the best trial's configuration again."
     try: best = study.best_trial
     except ValueError: return None
-    args = [f"--override '{k}={json.dumps(v)}'" for k, v in trial_values(best).items()]
-    source = f"--config {base.source} " if getattr(base, 'source', None) else ''
+    values = _overridden(base) | trial_values(best)    # the trial's own value wins
+    args = [f"--override {shlex.quote(f'{k}={json.dumps(v)}')}" for k, v in values.items()]
+    source = f"--config {shlex.quote(base.source)} " if getattr(base, 'source', None) else ''
     return f"ae_train {source}" + ' '.join(args)
 
 # %% ../nbs/07_sweep.ipynb #a49b9bf0
