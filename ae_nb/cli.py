@@ -44,7 +44,7 @@ def parse_arguments(argv:list[str]|None=None, # arguments (default: `sys.argv[1:
     p.add_argument('--config', metavar='FILE',
                    help="YAML config file (default: the packaged default config)")
     p.add_argument('--preset', metavar='NAME',
-                   help="a named recipe applied before the overrides: photos (natural-image patches)")
+                   help="a named recipe applied before the overrides: photos (photo patches)")
     p.add_argument('--override', metavar='KEY=VALUE', action='append', default=[],
                    help="change one setting, e.g. training.epochs=5 (repeatable; values are YAML)")
     p.add_argument('--dry-run', action='store_true',

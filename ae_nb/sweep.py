@@ -418,7 +418,7 @@ def rate_distortion(rows:list[dict], # `trials_table` rows of a sweep over `mode
 def pca_curve(base:RawConfig,        # the base configuration: the data every trial trains on
               sizes:list[int],       # code sizes to evaluate PCA at
              )->dict:                # {code size: PCA test MSE}
-    "PCA's test MSE at each code size, from one fit on the training split of the base config's data."
+    "PCA's test MSE at each code size, from one fit to the training split of the base's data."
     import numpy as np
     from ae_nb.data import load_or_create_datasets
     from ae_nb.report import fit_pca
