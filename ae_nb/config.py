@@ -671,7 +671,8 @@ def apply_config_overrides(config:RawConfig|dict,   # config as loaded by `load_
 
 # %% ../nbs/00_config.ipynb #c7e2a911
 PRESETS = {
-    'photos': ['model.channels=[32, 64, 128]', 'data.augment=dihedral'],
+    'photos': ['model.channels=[32, 64]', 'model.kernel_size=5', 'model.output_activation=none',
+               'training.learning_rate=0.0011', 'data.augment=dihedral'],
 }
 
 def preset_overrides(name:str, # a name in `PRESETS`

@@ -45,7 +45,7 @@ def test_preset_goes_before_the_overrides_and_a_wrong_name_lists_the_presets(ae,
     r = ae('ae_train', '--dry-run', '--preset', 'photos', '--override', 'model.channels=[8, 16]')
     assert r.returncode == 0, r.stderr
     model = yaml.safe_load(r.stdout)['model']
-    assert (model['channels'], model['strides']) == ([8, 16], [2, 2])
+    assert (model['channels'], model['strides'], model['kernel_size']) == ([8, 16], [2, 2], 5)
     assert yaml.safe_load(r.stdout)['data']['augment'] == 'dihedral'
     r = ae('ae_train', '--validate-config', '--preset', 'photo')
     assert r.returncode == 1 and 'Traceback' not in r.stderr
