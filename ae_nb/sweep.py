@@ -19,9 +19,9 @@ from .runfolder import LOCK_NAME, read_lock, stale_reason
 
 # %% auto #0
 __all__ = ['STARTUP_GRACE_S', 'StudySettings', 'Choice', 'Range', 'SweepSpec', 'load_sweep', 'suggest', 'trial_values',
-           'trial_config', 'Pruning', 'cut_short_trial', 'requeue_lost_trials', 'SweepInterrupted', 'run_trial',
-           'grid_space', 'storage_url', 'open_study', 'Progress', 'trials_table', 'rate_distortion', 'pca_curve',
-           'write_sweep_report', 'sweep']
+           'trial_config', 'Pruning', 'cut_short_trial', 'requeue_lost_trials', 'SweepInterrupted', 'grid_twin',
+           'run_trial', 'grid_space', 'storage_url', 'open_study', 'Progress', 'trials_table', 'rate_distortion',
+           'pca_curve', 'write_sweep_report', 'sweep']
 
 # %% ../nbs/07_sweep.ipynb #9b1359ee
 class _Strict(BaseModel):
@@ -252,6 +252,16 @@ def _best_val(run_dir:Path, # a finished run's folder
                     weights_only=True)
     return float(ck['best_val'])
 
+# %% ../nbs/07_sweep.ipynb #e2c4a6b1
+def grid_twin(trial, # an `optuna.trial.Trial` whose parameters are suggested
+             )->int|None: # the number of an earlier trial at the same point, running or complete
+    "The earlier trial, if any, that has the same grid point as `trial`."
+    from optuna.trial import TrialState
+    taken = trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE))
+    for t in taken:
+        if t.number < trial.number and t.params == trial.params: return t.number
+    return None
+
 # %% ../nbs/07_sweep.ipynb #dd8c5d7f
 def run_trial(trial,                 # the `optuna.trial.Trial` to run
               spec:SweepSpec,        # the sweep
@@ -262,6 +272,9 @@ def run_trial(trial,                 # the `optuna.trial.Trial` to run
     import optuna
     from ae_nb.cli import main
     values = suggest(trial, spec.space)
+    if spec.study.sampler == 'grid' and (twin := grid_twin(trial)) is not None:
+        trial.set_user_attr('grid_twin', twin)
+        raise optuna.TrialPruned(f"grid point already taken by trial {twin}")
     cut = cut_short_trial(trial.study, trial.params)
     if cut is not None: trial.set_user_attr('resume_of', cut.number)
     run = cut.user_attrs['run'] if cut is not None else f"trial_{trial.number:04d}"
