@@ -15,6 +15,10 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     config.addinivalue_line('markers', "slow: takes minutes (installs into a fresh virtualenv, long runs); run with --runslow")
+    # Most tests start ae_nb in a subprocess. Compile the package once, so that none of them has to:
+    # where PYTHONDONTWRITEBYTECODE is set (many CI images) every process would compile it again.
+    import compileall, importlib.util
+    compileall.compile_dir(Path(importlib.util.find_spec('ae_nb').origin).parent, quiet=1)
 
 
 def pytest_collection_modifyitems(config, items):
