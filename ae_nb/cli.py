@@ -61,7 +61,7 @@ def resolve_config(args:argparse.Namespace, # from `parse_arguments`
     "Load, override and validate the configuration named by `args` (raises `ConfigError`)."
     from ae_nb.config import (apply_config_overrides, load_config, preset_overrides,
                               validate_configuration)
-    overrides = (preset_overrides(args.preset) if args.preset else []) + list(args.override)
+    overrides = preset_overrides(args.preset) + list(args.override)
     if args.restart: overrides += ['training.restart=true', f"training.restart_from={args.restart}"]
     return validate_configuration(apply_config_overrides(load_config(args.config), overrides))
 
@@ -819,8 +819,8 @@ def _sweep(args:argparse.Namespace, # `parse_sweep_arguments`'s result
     from ae_nb.sweep import SweepInterrupted, load_sweep, sweep
     try:
         spec = load_sweep(args.sweep)
-        preset = preset_overrides(args.preset) if args.preset else []
-        base = apply_config_overrides(load_config(args.config), preset + spec.base + args.override)
+        overrides = preset_overrides(args.preset) + spec.base + args.override
+        base = apply_config_overrides(load_config(args.config), overrides)
     except ConfigError as e: return _print_problems(e.problems, 'ae_sweep')
     if args.trials: spec.study.trials = args.trials
     if args.storage: spec.study.storage = args.storage

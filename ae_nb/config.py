@@ -17,9 +17,9 @@ __all__ = ['Stride', 'Switch', 'MAX_CONFIG_BYTES', 'MAX_CONFIG_DEPTH', 'MAX_CONF
            'Section', 'ExperimentConfig', 'SplitConfig', 'SyntheticConfig', 'FilterConfig', 'DataConfig', 'ModelConfig',
            'CheckpointConfig', 'TrainingConfig', 'PerformanceConfig', 'ResourcesConfig', 'WandbConfig', 'LoggingConfig',
            'AEConfig', 'schema_keys', 'did_you_mean', 'ConfigError', 'RawConfig', 'default_config_path', 'load_config',
-           'parse_override', 'apply_config_overrides', 'preset_overrides', 'stage_inputs', 'kernel_size_problem',
-           'check_runnable', 'validate_configuration', 'config_to_dict', 'config_to_yaml', 'config_hash',
-           'flatten_dict', 'config_overrides', 'run_dir', 'cache_dir']
+           'parse_override', 'apply_config_overrides', 'override_values', 'preset_overrides', 'stage_inputs',
+           'kernel_size_problem', 'check_runnable', 'validate_configuration', 'config_to_dict', 'config_to_yaml',
+           'config_hash', 'flatten_dict', 'config_overrides', 'run_dir', 'cache_dir']
 
 # %% ../nbs/00_config.ipynb #96b7db58
 class Section(BaseModel):
@@ -669,15 +669,28 @@ def apply_config_overrides(config:RawConfig|dict,   # config as loaded by `load_
     if problems: raise ConfigError(problems)
     return out
 
+# %% ../nbs/00_config.ipynb #8d4e2b71
+def override_values(config:RawConfig|dict, # a config that `apply_config_overrides` returned
+                   )->dict:                 # {dotted key: value} of every override in it
+    "The settings that overrides put into `config`, to repeat them in a command."
+    out = {}
+    for key, origin in getattr(config, 'lines', {}).items():
+        if origin != '--override': continue
+        node = config
+        for part in key.split('.'): node = node[part]
+        out[key] = node
+    return out
+
 # %% ../nbs/00_config.ipynb #c7e2a911
 PRESETS = {
     'photos': ['model.channels=[32, 64]', 'model.kernel_size=5', 'model.output_activation=none',
                'training.learning_rate=0.0011', 'data.augment=dihedral'],
 }
 
-def preset_overrides(name:str, # a name in `PRESETS`
+def preset_overrides(name:str|None, # a name in `PRESETS`, or None for no preset
                     )->list[str]: # its `key=value` overrides, to go before the user's own
     "The overrides of the preset `name`; `ConfigError` listing the presets if there is none."
+    if name is None: return []
     if name not in PRESETS:
         raise ConfigError([f"--preset {name}: no such preset (presets: {', '.join(PRESETS)})."
                            f"{did_you_mean(name, list(PRESETS))}"])

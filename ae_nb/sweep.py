@@ -14,7 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from .callbacks import Callback
 from .compare import report_metrics
 from .config import (AEConfig, ConfigError, RawConfig, apply_config_overrides, cache_dir,
-                          did_you_mean, load_config, schema_keys, validate_configuration)
+                          did_you_mean, load_config, override_values, schema_keys,
+                          validate_configuration)
 from .runfolder import LOCK_NAME, read_lock, stale_reason
 
 # %% auto #0
@@ -258,9 +259,8 @@ def grid_twin(trial, # an `optuna.trial.Trial` whose parameters are suggested
     "The earlier trial, if any, that has the same grid point as `trial`."
     from optuna.trial import TrialState
     taken = trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE))
-    for t in taken:
-        if t.number < trial.number and t.params == trial.params: return t.number
-    return None
+    return next((t.number for t in taken if t.number < trial.number and t.params == trial.params),
+                None)
 
 # %% ../nbs/07_sweep.ipynb #dd8c5d7f
 def run_trial(trial,                 # the `optuna.trial.Trial` to run
@@ -443,24 +443,13 @@ def pca_curve(base:RawConfig,        # the base configuration: the data every tr
     return {k: float(left[:, min(k, kept.shape[1]) - 1].mean() / centred.shape[1]) for k in sizes}
 
 # %% ../nbs/07_sweep.ipynb #4ef31f5e
-def _overridden(base:RawConfig, # the base configuration, overrides applied
-               )->dict:          # {config key: value} of every override in it
-    "What overrides (a preset, the sweep file's `base`, `--override`) set in `base`."
-    out = {}
-    for key, where in getattr(base, 'lines', {}).items():
-        if where != '--override': continue
-        node = base
-        for part in key.split('.'): node = node[part]
-        out[key] = node
-    return out
-
 def _best_command(study,          # the `optuna.Study`
                   base:RawConfig, # the base configuration (its `source`: the `--config` file)
                  )->str|None:     # None while no trial is complete
     "The `ae_train` command that trains the best trial's configuration again."
     try: best = study.best_trial
     except ValueError: return None
-    values = _overridden(base) | trial_values(best)    # the trial's own value wins
+    values = override_values(base) | trial_values(best)    # the trial's own value wins
     args = [f"--override {shlex.quote(f'{k}={json.dumps(v)}')}" for k, v in values.items()]
     source = f"--config {shlex.quote(base.source)} " if getattr(base, 'source', None) else ''
     return f"ae_train {source}" + ' '.join(args)
